@@ -1,0 +1,36 @@
+"""Shared test set-up.
+
+Kernel tests load and attach real BPF programs; they need root (or CAP_BPF +
+CAP_PERFMON) and kernel BTF. On this project's machines and in CI they run;
+elsewhere they skip with the reason.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from memwatcher import kernel
+
+TOP = Path(__file__).resolve().parents[1]
+TEST_BPF_DIR = TOP / "tests" / "bpf"
+
+
+def _bpf_skip_reason() -> str | None:
+    if not kernel.privileges().can_trace:
+        return "needs root or CAP_BPF+CAP_PERFMON"
+    if not kernel.btf_available():
+        return "needs kernel BTF (/sys/kernel/btf/vmlinux)"
+    return None
+
+
+requires_bpf = pytest.mark.skipif(_bpf_skip_reason() is not None, reason=_bpf_skip_reason() or "")
+
+
+def build_test_object(name: str) -> Path:
+    """Compile tests/bpf/<name>.bpf.c (if stale) and return the object path."""
+    out = TEST_BPF_DIR / "build"
+    subprocess.run([str(TOP / "build.sh"), str(out), str(TEST_BPF_DIR / f"{name}.bpf.c")], check=True)
+    return out / f"{name}.bpf.o"
