@@ -20,5 +20,5 @@ class BuildWithBPF(build_py):
 setup(
     cmdclass={"build_py": BuildWithBPF},
     cffi_modules=["src/memwatcher/_libbpf_build.py:ffibuilder"],
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

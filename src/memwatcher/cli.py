@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,7 +39,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show versions and exit.")
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Show versions and exit.")
     ] = None,
 ) -> None:
     pass
@@ -58,14 +58,17 @@ def doctor_command(
         typer.echo(json.dumps(diagnosis.to_json(), indent=2))
     else:
         writer = make_writer(
-            output, [Column("check", "CHECK", left=True), Column("status", "STATUS", left=True),
-                     Column("detail", "DETAIL", left=True)]
+            output,
+            [
+                Column("check", "CHECK", left=True),
+                Column("status", "STATUS", left=True),
+                Column("detail", "DETAIL", left=True),
+            ],
         )
         rows = [{"check": c.name, "status": "ok" if c.ok else "MISSING", "detail": c.detail} for c in diagnosis.checks]
         for plan in diagnosis.plans:
             detail = "; ".join(plan.reasons()) if not plan.runnable else plan.variant
-            rows.append({"check": f"report {plan.report}", "status": "ok" if plan.runnable else "NO",
-                         "detail": detail})
+            rows.append({"check": f"report {plan.report}", "status": "ok" if plan.runnable else "NO", "detail": detail})
         writer.write(rows, title=f"kernel {diagnosis.kernel_release}, libbpf {diagnosis.libbpf_version}")
     if not diagnosis.all_runnable:
         raise typer.Exit(EXIT_RUNTIME)

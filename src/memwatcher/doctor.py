@@ -27,7 +27,9 @@ class Diagnosis:
 
     @property
     def all_runnable(self) -> bool:
-        return bool(self.plans) and all(p.runnable for p in self.plans)
+        """Exit status of doctor: BPF usable here and every report can run."""
+        essential = [c for c in self.checks if c.name in ("btf", "privileges")]
+        return all(c.ok for c in essential) and all(p.runnable for p in self.plans)
 
     def to_json(self) -> dict:
         return {
@@ -53,8 +55,9 @@ def diagnose() -> Diagnosis:
         Check(
             "privileges",
             priv.can_trace,
-            "root" if priv.root and priv.can_trace else
-            ("CAP_BPF+CAP_PERFMON" if priv.can_trace else "needs root or CAP_BPF+CAP_PERFMON"),
+            "root"
+            if priv.root and priv.can_trace
+            else ("CAP_BPF+CAP_PERFMON" if priv.can_trace else "needs root or CAP_BPF+CAP_PERFMON"),
         ),
     ]
     tracefs = kernel.tracefs_dir(mount=priv.can_trace) if priv.can_trace else kernel.tracefs_dir(mount=False)

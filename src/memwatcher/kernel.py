@@ -235,12 +235,11 @@ class Plan:
         return not self.problems and all(h.available for h in self.hooks if h.required)
 
     def reasons(self) -> list[str]:
-        missing = [f"missing {h.name}" + (f" ({h.detail})" if h.detail else "") for h in self.hooks if h.required and not h.available]
-        return missing + self.problems
+        missing = [h for h in self.hooks if h.required and not h.available]
+        return [f"missing {h.name}" + (f" ({h.detail})" if h.detail else "") for h in missing] + self.problems
 
 
 def tracepoint_hook(name: str, required: bool = True) -> Hook:
     """A raw/BTF tracepoint hook, checked against kernel BTF."""
     params = tracepoint_params(name)
     return Hook(f"tracepoint {name}", params is not None, required, "" if params else "not in kernel BTF")
-

@@ -31,8 +31,8 @@ import numpy as np
 from ._libbpf import ffi, lib
 
 __all__ = [
-    "BPFObject",
     "BTF",
+    "BPFObject",
     "LibbpfError",
     "Link",
     "Map",
@@ -82,6 +82,13 @@ class LibbpfError(MemwatcherError, OSError):
 
 class VerifierError(LibbpfError):
     """The kernel verifier rejected a program; ``log`` has its full log."""
+
+    def __str__(self) -> str:
+        lines = [line.strip() for line in self.log.splitlines()]
+        # The verifier states its verdict on the line before its statistics.
+        verdict = next((lines[i - 1] for i in range(len(lines) - 1, 0, -1) if lines[i].startswith("processed ")), "")
+        text = f"{self.operation}: rejected by the verifier"
+        return f"{text}: {verdict} (full log in .log)" if verdict else f"{text}: {self.strerror}"
 
 
 class NotSupportedError(MemwatcherError):
@@ -540,7 +547,8 @@ class Map:
         val_dt = np.dtype(value_dtype) if value_dtype is not None else np.dtype(f"V{self.value_size}")
         if val_dt.itemsize > stride:
             raise LibbpfError(
-                _errno.EINVAL, f"read map '{self.name}': value dtype is {val_dt.itemsize} bytes, map has {self.value_size}"
+                _errno.EINVAL,
+                f"read map '{self.name}': value dtype is {val_dt.itemsize} bytes, map has {self.value_size}",
             )
         capacity = max(self.max_entries, 1)
         keys = np.zeros(capacity, dtype=f"V{self.key_size}")
@@ -721,31 +729,37 @@ class _Var:
 class RingBuffer:
     """Consumer of a BPF_MAP_TYPE_RINGBUF map that yields numpy record arrays.
 
-    Records are copied in C into a buffer Python owns, ``batch_records`` at a
-    time, and decoded in bulk with ``dtype``: no Python code runs per record.
+    Records are copied in C into a buffer Python owns and decoded in bulk as
+    ``dtype``: no Python code runs per record. The buffer starts with room
+    for ``batch_records`` records and doubles when a drain needs more; it is
+    reused, so an array returned by :meth:`consume` or :meth:`poll` is a
+    read-only view valid until the next call (``.copy()`` it to keep it).
     Meant to be called on a timer (programs may submit with
     BPF_RB_NO_WAKEUP). Records longer than ``dtype`` are truncated and
     counted in ``oversized``.
     """
 
     def __init__(self, bpf_map: Map, dtype: np.dtype, batch_records: int = 65536) -> None:
+        self._ptr = None
+        self._counter = None
         if bpf_map.type_name != "ringbuf":
             raise LibbpfError(_errno.EINVAL, f"read map '{bpf_map.name}' as a ring buffer: it is a {bpf_map.type_name}")
         self.map = bpf_map
         self.dtype = np.dtype(dtype)
-        self._buf = bytearray(self.dtype.itemsize * batch_records)
-        self._buf_ptr = ffi.from_buffer(self._buf)
         self._sink = ffi.new("struct mw_sink *")
-        self._sink.buf = ffi.cast("char *", self._buf_ptr)
         self._sink.record_size = self.dtype.itemsize
-        self._sink.capacity = batch_records
+        self._set_buffer(np.ones(self.dtype.itemsize * max(batch_records, 1), np.uint8))  # ones: pre-fault pages
         self._count_sink = ffi.new("struct mw_sink *")
-        self._counter = None
         with _Call(f"open ring buffer '{bpf_map.name}'") as call:
             self._ptr = call.check_ptr(
                 lib.ring_buffer__new(bpf_map.fd, ffi.addressof(lib, "mw_sink_copy"), self._sink, ffi.NULL)
             )
         bpf_map._obj._adopt(self)
+
+    def _set_buffer(self, buf: np.ndarray) -> None:
+        self._buf = buf
+        self._sink.buf = ffi.cast("char *", ffi.from_buffer(buf))
+        self._sink.capacity = len(buf) // self.dtype.itemsize
 
     @property
     def oversized(self) -> int:
@@ -755,30 +769,32 @@ class RingBuffer:
     def epoll_fd(self) -> int:
         return lib.ring_buffer__epoll_fd(self._ptr)
 
-    def _run(self, fn: Any, *args: Any) -> list[np.ndarray]:
+    def _run(self, fn: Any, *args: Any) -> np.ndarray:
         if self._ptr is None:
             raise LibbpfError(_errno.EBADF, f"read ring buffer '{self.map.name}' after close")
-        chunks = []
+        self._sink.count = 0
         while True:
-            self._sink.count = 0
             ret = fn(self._ptr, *args)
-            n = self._sink.count
-            if n:
-                chunks.append(np.frombuffer(self._buf, self.dtype, n).copy())
-            if ret == -_errno.ENOSPC:
-                fn, args = lib.ring_buffer__consume, ()
-                continue
-            if ret < 0 and ret != -_errno.EINTR:
-                raise LibbpfError(-ret, f"consume ring buffer '{self.map.name}'", _take_log())
-            return chunks
+            if ret != -_errno.ENOSPC:
+                break
+            # Full: double the buffer, keep what was copied, drain the rest.
+            bigger = np.empty(len(self._buf) * 2, np.uint8)
+            bigger[: len(self._buf)] = self._buf
+            self._set_buffer(bigger)
+            fn, args = lib.ring_buffer__consume, ()
+        if ret < 0 and ret != -_errno.EINTR:
+            raise LibbpfError(-ret, f"consume ring buffer '{self.map.name}'", _take_log())
+        view = np.frombuffer(self._buf, self.dtype, self._sink.count)
+        view.flags.writeable = False
+        return view
 
     def consume(self) -> np.ndarray:
         """Every record available now, oldest first (never blocks)."""
-        return _concat(self._run(lib.ring_buffer__consume), self.dtype)
+        return self._run(lib.ring_buffer__consume)
 
     def poll(self, timeout_ms: int) -> np.ndarray:
         """Wait up to ``timeout_ms`` for a wakeup, then return what is available."""
-        return _concat(self._run(lib.ring_buffer__poll, timeout_ms), self.dtype)
+        return self._run(lib.ring_buffer__poll, timeout_ms)
 
     def discard(self) -> int:
         """Drop every available record without copying it; returns how many.
@@ -812,12 +828,6 @@ class RingBuffer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _concat(chunks: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    if not chunks:
-        return np.zeros(0, dtype)
-    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 # ---------------------------------------------------------------- BTF

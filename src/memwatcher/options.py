@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,10 +12,8 @@ from .runner import Schedule
 __all__ = ["Count", "Duration", "Interval", "Output", "OutputFormat", "schedule"]
 
 Interval = Annotated[float, typer.Option("--interval", "-i", min=0.01, help="Seconds between samples.")]
-Duration = Annotated[
-    Optional[float], typer.Option("--duration", "-d", min=0.0, help="Stop after this many seconds.")
-]
-Count = Annotated[Optional[int], typer.Option("--count", "-c", min=1, help="Stop after this many samples.")]
+Duration = Annotated[float | None, typer.Option("--duration", "-d", min=0.0, help="Stop after this many seconds.")]
+Count = Annotated[int | None, typer.Option("--count", "-c", min=1, help="Stop after this many samples.")]
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json (one object per line) or csv.")]
 
 

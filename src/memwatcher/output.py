@@ -93,9 +93,7 @@ class TableWriter(Writer):
         widths = [max([len(c.header)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
 
         def fmt(values: list[str]) -> str:
-            parts = [
-                v.ljust(w) if c.left else v.rjust(w) for v, w, c in zip(values, widths, self.columns)
-            ]
+            parts = [v.ljust(w) if c.left else v.rjust(w) for v, w, c in zip(values, widths, self.columns)]
             return "  ".join(parts).rstrip()
 
         stamp = (time or timestamp())[11:19]

@@ -5,7 +5,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "records.bpf.h"
 #include "trigger.h"
+
+EXPORT_RECORD(trigger_event);
 
 const volatile __u32 target_tgid = 0;
 const volatile __u32 flood_records = 0;
@@ -13,6 +16,7 @@ const volatile char label[8] = "";
 
 __u64 submitted = 0;
 __u64 dropped = 0;
+__u64 uprobe_hits = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -91,6 +95,14 @@ SEC("raw_tp")
 int flood(void *ctx)
 {
 	bpf_loop(flood_records, flood_one, NULL, 0);
+	return 0;
+}
+
+/* Attached by the test to libc's getpid for one pid. */
+SEC("uprobe")
+int on_getpid(void *ctx)
+{
+	__sync_fetch_and_add(&uprobe_hits, 1);
 	return 0;
 }
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install (idempotent), then run the whole test suite and the lint, as root.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+./scripts/install.sh
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/python -m pytest -q "$@"

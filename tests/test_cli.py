@@ -1,0 +1,82 @@
+"""The `memwatcher` command as users run it: doctor, versions, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import requires_bpf
+from memwatcher.tools import report_modules
+
+MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
+
+
+def run(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, *MEMWATCHER, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version_names_libbpf_and_objects() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0
+    assert "libbpf 1." in proc.stdout
+    assert "BPF objects in" in proc.stdout
+
+
+@requires_bpf
+def test_doctor_json_reports_every_report_and_feature() -> None:
+    proc = run("doctor", "--output", "json")
+    data = json.loads(proc.stdout)
+    assert data["checks"]["btf"]["ok"] and data["checks"]["privileges"]["ok"]
+    for feature in ("tp_btf", "raw_tp", "kprobe", "fentry", "uprobe", "ringbuf"):
+        assert feature in data["checks"]
+    # The feature probes must agree with reality: tp_btf and ring buffers are what the test
+    # suite itself uses, so they work wherever these tests run.
+    assert data["checks"]["tp_btf"]["ok"] and data["checks"]["ringbuf"]["ok"]
+    assert set(data["reports"]) == set(report_modules())
+    everything_runs = all(r["runnable"] for r in data["reports"].values())
+    assert proc.returncode == (0 if everything_runs else 1)
+    assert "Traceback" not in proc.stderr
+
+
+@requires_bpf
+def test_doctor_table() -> None:
+    proc = run("doctor")
+    assert "privileges  ok" in proc.stdout
+    for name in report_modules():
+        assert f"report {name}" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@requires_bpf
+def test_without_privileges_one_line_and_nonzero_exit() -> None:
+    # Keep uid 0 (the venv may live under /root) but drop every capability.
+    drop = ("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--")
+    proc = run("doctor", prefix=drop)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "privileges  MISSING" in proc.stdout
+    for name in report_modules():
+        command = [name, "--count", "1"] if name != "memleak" else [name, "--pid", "1", "--count", "1"]
+        proc = run(*command, prefix=drop)
+        assert proc.returncode == 77, (name, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "CAP_BPF" in lines[0], (name, proc.stderr)
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    proc = run("no-such-report")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_objects_are_shipped_inside_the_package() -> None:
+    import memwatcher.objects as objects
+
+    shipped = {p.name for p in Path(objects.objects_dir()).glob("*.bpf.o")}
+    sources = {p.name.replace(".bpf.c", ".bpf.o") for p in (Path(__file__).parents[1] / "bpf").glob("*.bpf.c")}
+    assert sources <= shipped

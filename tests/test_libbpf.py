@@ -1,0 +1,240 @@
+"""The libbpf binding against the real kernel: load, attach, maps, ring buffers, errors, cleanup."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TEST_BPF_DIR, build_test_object, requires_bpf
+from memwatcher.libbpf import BPFObject, LibbpfError, RingBuffer, VerifierError
+from memwatcher.records import load_header
+
+pytestmark = requires_bpf
+
+LAYOUT = load_header(TEST_BPF_DIR / "trigger.h")
+MAGIC = LAYOUT.constants["TRIGGER_MAGIC"]
+
+
+@pytest.fixture(scope="module")
+def trigger_path() -> Path:
+    return build_test_object("trigger")
+
+
+def fire(values: list[int]) -> None:
+    """Make getpgid() calls the test object records (the pids do not exist: ESRCH)."""
+    for v in values:
+        try:
+            os.getpgid(MAGIC << 16 | v)
+        except ProcessLookupError:
+            pass
+
+
+def open_trigger(path: Path, **rodata: int) -> BPFObject:
+    obj = BPFObject.open(path)
+    obj.rodata.target_tgid = os.getpid()
+    for name, value in rodata.items():
+        setattr(obj.rodata, name, value)
+    return obj
+
+
+def syscall_number(name: str) -> int | None:
+    header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+    if os.uname().machine != "x86_64" or not header.is_file():
+        return None
+    m = re.search(rf"#define __NR_{name} (\d+)", header.read_text())
+    return int(m.group(1)) if m else None
+
+
+def bpf_fds() -> list[str]:
+    """Descriptions of this process's BPF file descriptors (progs, maps, links)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("anon_inode:bpf"):
+            out.append(target)
+    return out
+
+
+def test_ring_buffer_records_equal_what_was_fired(trigger_path: Path) -> None:
+    values = list(range(200))
+    with open_trigger(trigger_path) as obj:
+        obj.load()
+        rb = RingBuffer(obj.maps.events, LAYOUT.trigger_event)
+        with obj.programs.on_sys_enter.attach():
+            fire(values)
+        events = rb.consume()
+        assert len(events) == len(values) == obj.bss.submitted
+        assert obj.bss.dropped == 0
+        assert list(events["arg"]) == [MAGIC << 16 | v for v in values]
+        assert list(events["seq"]) == list(range(len(values)))
+        assert set(events["pid"]) == {os.getpid()}
+        assert set(events["tid"]) == {threading.get_native_id()}
+        assert set(events["comm"]) == {Path(f"/proc/{os.getpid()}/comm").read_text().strip().encode()[:15]}
+        nr = syscall_number("getpgid")
+        if nr is not None:
+            assert set(events["syscall_nr"]) == {nr}
+        assert np.all(np.diff(events["ts_ns"].astype(np.int64)) >= 0)
+
+
+def test_ring_buffer_drains_in_batches_without_loss(trigger_path: Path) -> None:
+    with open_trigger(trigger_path, flood_records=5000) as obj:
+        obj.maps.events.max_entries = 1 << 20  # room for all 5000 records
+        obj.load()
+        rb = RingBuffer(obj.maps.events, LAYOUT.trigger_event, batch_records=7)
+        obj.programs.flood.test_run()
+        events = rb.consume()
+        assert obj.bss.dropped == 0
+        assert len(events) == 5000 == obj.bss.submitted
+        assert list(events["seq"]) == list(range(5000))
+        assert rb.consume().size == 0
+
+
+def test_ring_buffer_overflow_is_counted(trigger_path: Path) -> None:
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open_trigger(trigger_path, flood_records=1000) as obj:
+        obj.maps.events.max_entries = page  # room for far fewer than 1000 records
+        obj.load()
+        rb = RingBuffer(obj.maps.events, LAYOUT.trigger_event)
+        obj.programs.flood.test_run()
+        kept = rb.consume()
+        assert obj.bss.dropped > 0
+        assert len(kept) + obj.bss.dropped == 1000
+        assert len(kept) == obj.bss.submitted
+
+
+def test_discard_counts_records(trigger_path: Path) -> None:
+    with open_trigger(trigger_path, flood_records=300) as obj:
+        obj.load()
+        rb = RingBuffer(obj.maps.events, LAYOUT.trigger_event)
+        obj.programs.flood.test_run()
+        assert rb.discard() == 300
+        assert rb.consume().size == 0
+
+
+def test_maps_batch_and_per_key_reads_agree(trigger_path: Path) -> None:
+    fired = [v % 37 for v in range(500)]
+    with open_trigger(trigger_path) as obj:
+        obj.load()
+        with obj.programs.on_sys_enter.attach():
+            fire(fired)
+        counts = obj.maps.counts
+        keys, values = counts.read_all(np.uint32, np.uint64)
+        expected = {k: fired.count(k) for k in set(fired)}
+        assert dict(zip(keys.tolist(), values.tolist())) == expected
+        counts._batch_ok = False  # force the C get_next_key loop
+        keys2, values2 = counts.read_all(np.uint32, np.uint64)
+        assert dict(zip(keys2.tolist(), values2.tolist())) == expected
+        assert sorted(int.from_bytes(k, "little") for k in counts.keys()) == sorted(expected)
+        assert counts.lookup(np.uint32(5)) == expected[5].to_bytes(8, "little")
+        assert counts.lookup(np.uint32(999)) is None
+        counts.update(np.uint32(999), np.uint64(7))
+        assert int.from_bytes(counts.lookup(999), "little") == 7
+        assert counts.delete(999) is True
+        assert counts.delete(999) is False
+        _, per_cpu = obj.maps.percpu_hits.read_all(np.uint32, np.uint64)
+        assert per_cpu.shape[1] >= os.cpu_count()
+        assert int(per_cpu[0].sum()) == len(fired)
+
+
+def test_rodata_is_config_before_load_and_frozen_after(trigger_path: Path) -> None:
+    with BPFObject.open(trigger_path) as obj:
+        assert obj.rodata.names() == ["target_tgid", "flood_records", "label"]
+        obj.rodata.label = "abc"
+        obj.rodata.flood_records = 12
+        assert (obj.rodata.label, obj.rodata.flood_records) == ("abc", 12)
+        obj.load()
+        assert obj.rodata.flood_records == 12
+        with pytest.raises(LibbpfError, match="after load"):
+            obj.rodata.flood_records = 1
+        with pytest.raises(LibbpfError, match="nope"):
+            _ = obj.bss.nope
+
+
+def test_uprobe_by_function_name_and_pid(trigger_path: Path) -> None:
+    libc = next(
+        line.split()[-1]
+        for line in Path("/proc/self/maps").read_text().splitlines()
+        if re.search(r"/libc[.-][^/]*so", line)
+    )
+    with open_trigger(trigger_path) as obj:
+        obj.programs.flood.autoload = False
+        obj.load()
+        with obj.programs.on_getpid.attach_uprobe(libc, "getpid", pid=os.getpid()):
+            for _ in range(25):
+                os.getpid()
+        hits = obj.bss.uprobe_hits
+        os.getpid()
+        assert hits == 25
+        assert obj.bss.uprobe_hits == 25  # detached: no more hits
+
+
+def test_close_leaves_nothing_loaded(trigger_path: Path) -> None:
+    before = bpf_fds()
+    obj = open_trigger(trigger_path)
+    obj.load()
+    link = obj.programs.on_sys_enter.attach()
+    RingBuffer(obj.maps.events, LAYOUT.trigger_event)
+    assert len(bpf_fds()) > len(before)
+    obj.close()
+    assert link.closed
+    assert sorted(bpf_fds()) == sorted(before)
+    obj.close()  # idempotent
+    link.close()
+    with pytest.raises(LibbpfError):
+        obj.programs.on_sys_enter.attach()
+
+
+def test_corrupt_object_file(tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.bpf.o"
+    bad.write_bytes(b"\x7fELF" + os.urandom(512))
+    with pytest.raises(LibbpfError) as e:
+        BPFObject.open(bad)
+    assert str(bad) in str(e.value)
+    with pytest.raises(LibbpfError) as e:
+        BPFObject.open(tmp_path / "absent.bpf.o")
+    assert e.value.errno == errno.ENOENT
+
+
+def test_unknown_program_and_map_names(trigger_path: Path) -> None:
+    with BPFObject.open(trigger_path) as obj:
+        with pytest.raises(LibbpfError, match="program 'no_such_prog'"):
+            _ = obj.programs.no_such_prog
+        with pytest.raises(LibbpfError, match="map 'no_such_map'"):
+            _ = obj.maps["no_such_map"]
+
+
+def test_uprobe_on_missing_function(trigger_path: Path) -> None:
+    with open_trigger(trigger_path) as obj:
+        obj.load()
+        with pytest.raises(LibbpfError, match="no_such_function_xyz"):
+            obj.programs.on_getpid.attach_uprobe("/bin/true", "no_such_function_xyz")
+
+
+def test_map_update_with_wrong_key_size(trigger_path: Path) -> None:
+    with open_trigger(trigger_path) as obj:
+        obj.load()
+        with pytest.raises(LibbpfError, match="counts") as e:
+            obj.maps.counts.update(b"\x01\x02\x03", np.uint64(1))
+        assert e.value.errno == errno.EINVAL
+        assert "key size 3" in str(e.value)
+
+
+def test_verifier_rejection_carries_the_log() -> None:
+    path = build_test_object("rejected")
+    with BPFObject.open(path) as obj:
+        with pytest.raises(VerifierError) as e:
+            obj.load()
+    assert "out_of_bounds" in e.value.log
+    assert "BEGIN PROG LOAD LOG" in e.value.log
+    message = str(e.value)
+    assert message.startswith("load BPF object 'rejected': rejected by the verifier: ")
+    assert "ctx" in message  # the verifier's own verdict on the context access
