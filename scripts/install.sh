@@ -28,4 +28,4 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q '.[test]'
-echo "memwatcher installed in $top/.venv ($(.venv/bin/memwatcher --version))"
+echo "memwatcher installed in $top/.venv"; .venv/bin/memwatcher --version

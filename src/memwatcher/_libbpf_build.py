@@ -303,7 +303,7 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "memwatcher._libbpf",
     SOURCE,
-    libraries=["bpf", "elf", "z"],
+    libraries=["bpf"],
     py_limited_api=True,
 )
 

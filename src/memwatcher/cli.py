@@ -32,7 +32,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"memwatcher {__version__} (libbpf {libbpf.libbpf_version()}, BPF objects in {objects_dir()})")
+        typer.echo(f"memwatcher {__version__}")
+        typer.echo(f"libbpf {libbpf.libbpf_version()} from {libbpf.libbpf_path()}")
+        typer.echo(f"BPF objects in {objects_dir()}")
         raise typer.Exit()
 
 

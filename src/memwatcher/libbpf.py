@@ -41,6 +41,7 @@ __all__ = [
     "Program",
     "RingBuffer",
     "VerifierError",
+    "libbpf_path",
     "libbpf_version",
     "possible_cpus",
     "probe_map_type",
@@ -155,6 +156,16 @@ class _Call:
 def libbpf_version() -> str:
     """Version of the libbpf actually loaded, e.g. ``"1.1"``."""
     return ffi.string(lib.libbpf_version_string()).decode().lstrip("v")
+
+
+def libbpf_path() -> str:
+    """File of the libbpf shared library this process actually mapped."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.rstrip("\n").split(maxsplit=5)[-1]
+            if "/libbpf" in path and ".so" in path:
+                return path
+    return "statically linked"
 
 
 def possible_cpus() -> int:
