@@ -147,7 +147,9 @@ def test_maps_batch_and_per_key_reads_agree(trigger_path: Path) -> None:
 
 def test_rodata_is_config_before_load_and_frozen_after(trigger_path: Path) -> None:
     with BPFObject.open(trigger_path) as obj:
-        assert obj.rodata.names() == ["target_tgid", "flood_records", "label"]
+        assert obj.rodata.names() == ["target_tgid", "flood_records", "label", "raw_key"]
+        obj.rodata.raw_key = b"\x00\x01\x00\x02"  # __u8[] is bytes, not a string
+        assert obj.rodata.raw_key == b"\x00\x01\x00\x02"
         obj.rodata.label = "abc"
         obj.rodata.flood_records = 12
         assert (obj.rodata.label, obj.rodata.flood_records) == ("abc", 12)

@@ -174,6 +174,7 @@ SOURCE = r"""
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
@@ -189,29 +190,42 @@ static size_t mw_log_len;
 static int mw_log_debug;
 static pthread_mutex_t mw_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static void mw_log_append(const char *text, size_t n)
+{
+    pthread_mutex_lock(&mw_log_lock);
+    if (n > MW_LOG_CAP) {  /* keep the tail of a huge message */
+        text += n - MW_LOG_CAP;
+        n = MW_LOG_CAP;
+    }
+    if (mw_log_len + n > MW_LOG_CAP) {
+        size_t keep = MW_LOG_CAP - n < mw_log_len / 2 ? MW_LOG_CAP - n : mw_log_len / 2;
+        memmove(mw_log_buf, mw_log_buf + mw_log_len - keep, keep);
+        mw_log_len = keep;
+    }
+    memcpy(mw_log_buf + mw_log_len, text, n);
+    mw_log_len += n;
+    pthread_mutex_unlock(&mw_log_lock);
+}
+
 static int mw_log_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-    char line[4096];
+    char line[1024], *big;
+    va_list again;
     int n;
 
     if (level == LIBBPF_DEBUG && !mw_log_debug)
         return 0;
+    va_copy(again, ap);
     n = vsnprintf(line, sizeof(line), fmt, ap);
-    if (n <= 0)
-        return 0;
-    if ((size_t)n >= sizeof(line))
-        n = sizeof(line) - 1;
-    pthread_mutex_lock(&mw_log_lock);
-    if (mw_log_len + n > MW_LOG_CAP) {
-        size_t keep = mw_log_len / 2;
-        memmove(mw_log_buf, mw_log_buf + mw_log_len - keep, keep);
-        mw_log_len = keep;
+    if (n >= (int)sizeof(line) && (big = malloc(n + 1))) {
+        /* libbpf prints the whole verifier log as one message */
+        vsnprintf(big, n + 1, fmt, again);
+        mw_log_append(big, n);
+        free(big);
+    } else if (n > 0) {
+        mw_log_append(line, n < (int)sizeof(line) ? n : (int)sizeof(line) - 1);
     }
-    if (mw_log_len + n <= MW_LOG_CAP) {
-        memcpy(mw_log_buf + mw_log_len, line, n);
-        mw_log_len += n;
-    }
-    pthread_mutex_unlock(&mw_log_lock);
+    va_end(again);
     return 0;
 }
 

@@ -959,15 +959,18 @@ class BTF:
                 out[self._name(words[3 * i])] = words[3 * i + 1] | (words[3 * i + 2] << 32)
         return out
 
+    def enum_containing(self, enumerator: str) -> dict[str, int]:
+        """All enumerators of the (possibly anonymous) enum that defines ``enumerator``."""
+        for tid in range(1, lib.btf__type_cnt(self._ptr)):
+            if self._kind(self._type(tid)) in (lib.BTF_KIND_ENUM, lib.BTF_KIND_ENUM64):
+                values = self._enumerators(tid)
+                if enumerator in values:
+                    return values
+        return {}
+
     def enumerator(self, name: str) -> int | None:
         """Value of an enumerator ``name`` in any enum of this BTF, or None."""
-        for tid in range(1, lib.btf__type_cnt(self._ptr)):
-            t = self._type(tid)
-            if self._kind(t) in (lib.BTF_KIND_ENUM, lib.BTF_KIND_ENUM64):
-                values = self._enumerators(tid)
-                if name in values:
-                    return values[name]
-        return None
+        return self.enum_containing(name).get(name)
 
     def func_proto_params(self, typedef: str) -> list[str] | None:
         """Parameter type names of a function-pointer typedef (e.g. ``btf_trace_sched_switch``)."""
@@ -1032,6 +1035,6 @@ class BTF:
         if kind == lib.BTF_KIND_ARRAY:
             arr = ffi.cast("struct btf_array *", t + 1)
             elem = self._type(self._skip_mods(arr.type))
-            if self._kind(elem) == lib.BTF_KIND_INT and elem.size == 1:
-                return _Var(offset, size, "chars")
+            if self._kind(elem) == lib.BTF_KIND_INT and self._name(elem.name_off) == "char":
+                return _Var(offset, size, "chars")  # plain char[]: a string; __u8[] stays bytes
         return _Var(offset, size, "bytes")

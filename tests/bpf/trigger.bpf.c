@@ -13,6 +13,7 @@ EXPORT_RECORD(trigger_event);
 const volatile __u32 target_tgid = 0;
 const volatile __u32 flood_records = 0;
 const volatile char label[8] = "";
+const volatile __u8 raw_key[4] = {};
 
 __u64 submitted = 0;
 __u64 dropped = 0;
