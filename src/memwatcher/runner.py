@@ -47,24 +47,21 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 
 def run_periodic(schedule: Schedule, sample: Callable[[], bool | None], stop: threading.Event) -> int:
-    """Call ``sample`` on the schedule; it returns False to end early. Returns samples taken."""
+    """Call ``sample`` on the schedule; it returns False to end early. Returns samples taken.
+
+    When ``duration_s`` expires or a signal arrives between ticks, one last
+    (partial-interval) sample is taken so that nothing measured is dropped.
+    """
     start = time.monotonic()
     deadline = start + schedule.duration_s if schedule.duration_s is not None else None
     taken = 0
     next_at = start + schedule.interval_s
-    while not stop.is_set():
+    while True:
         wake = next_at if deadline is None else min(next_at, deadline)
         stop.wait(max(0.0, wake - time.monotonic()))
-        now = time.monotonic()
-        if stop.is_set():
-            break
-        if deadline is not None and now >= deadline and now < next_at:
-            break
+        final = stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
         keep_going = sample()
         taken += 1
         next_at += schedule.interval_s
-        if keep_going is False or (schedule.count is not None and taken >= schedule.count):
-            break
-        if deadline is not None and now >= deadline:
-            break
-    return taken
+        if final or keep_going is False or (schedule.count is not None and taken >= schedule.count):
+            return taken

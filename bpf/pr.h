@@ -1,0 +1,100 @@
+/* Records of the page reclaim report (pr), shared by pr.bpf.c and Python. */
+#ifndef MEMWATCHER_PR_H
+#define MEMWATCHER_PR_H
+
+/* log2 latency buckets: slot s counts durations in [2^s, 2^(s+1)) ns (slot 0: 0-1 ns);
+ * the last slot also takes everything longer (2^39 ns is about 9 minutes). */
+#define PR_HIST_SLOTS 40
+
+/* Reclaim invocation kinds (histogram keys, in-flight starts, event reclaimer). */
+#define PR_KIND_DIRECT 0
+#define PR_KIND_MEMCG 1
+/* Event reclaimer when the task is in neither: kswapd, proactive reclaim, ... */
+#define PR_KIND_OTHER 2
+
+/* Cumulative counters of one LRU type (anon or file) of one node, in pages unless
+ * named otherwise. The first group sums struct reclaim_stat of every
+ * mm_vmscan_lru_shrink_inactive event, the second mm_vmscan_lru_shrink_active. */
+struct pr_lru {
+	__u64 inactive_shrinks;
+	__u64 scanned;
+	__u64 reclaimed;
+	__u64 dirty;
+	__u64 unqueued_dirty;
+	__u64 congested;
+	__u64 writeback;
+	__u64 immediate;
+	__u64 pageout;
+	__u64 activated;
+	__u64 ref_keep;
+	__u64 unmap_fail;
+	__u64 active_shrinks;
+	__u64 active_taken;
+	__u64 active_kept;
+	__u64 deactivated;
+	__u64 referenced;
+};
+
+/* Per-CPU value of the `nodes` array, indexed by node id. lru[0] is anon, lru[1] file. */
+struct pr_node {
+	struct pr_lru lru[2];
+	__u64 kswapd_wakeups;
+	__u64 kswapd_sleeps;
+};
+
+/* Per-CPU value of the one-entry `totals` array: reclaim invocations (cumulative). */
+struct pr_totals {
+	__u64 direct_reclaims;
+	__u64 direct_reclaim_ns;
+	__u64 direct_reclaimed_pages;
+	__u64 memcg_reclaims;
+	__u64 memcg_reclaim_ns;
+	__u64 memcg_reclaimed_pages;
+	/* events of a node id beyond the `nodes` array (never expected) */
+	__u64 bad_node;
+	/* end events without a begin (attached mid-reclaim) or starts map full */
+	__u64 unmatched_ends;
+	__u64 starts_full;
+	__u64 hist_full;
+};
+
+/* Key of `starts` (id = thread id) and `hists` (id = process id). */
+struct pr_hist_key {
+	__u32 id;
+	__u32 kind;
+};
+
+/* Cumulative reclaim latency of one process and kind, updated atomically. */
+struct pr_hist {
+	__u64 count;
+	__u64 total_ns;
+	__u64 reclaimed_pages;
+	__u64 slots[PR_HIST_SLOTS];
+	char comm[16];
+};
+
+/* One mm_vmscan_lru_shrink_inactive event (ring buffer, with --events). */
+struct pr_event {
+	__u64 ts_ns;
+	__u64 scanned;
+	__u64 reclaimed;
+	__u32 pid;
+	__u32 tid;
+	__s32 nid;
+	__s32 priority;
+	__u32 file;
+	__u32 reclaimer;
+	__u32 dirty;
+	__u32 unqueued_dirty;
+	__u32 congested;
+	__u32 writeback;
+	__u32 immediate;
+	__u32 pageout;
+	__u32 activate_anon;
+	__u32 activate_file;
+	__u32 ref_keep;
+	__u32 unmap_fail;
+	char comm[16];
+};
+
+#endif

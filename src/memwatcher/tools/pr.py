@@ -1,0 +1,748 @@
+"""`memwatcher pr`: what page reclaim is doing, from the vmscan tracepoints.
+
+BPF sums every ``mm_vmscan_lru_shrink_inactive`` event (pages scanned and
+reclaimed, and the ``struct reclaim_stat`` breakdown: dirty, unqueued dirty,
+congested, writeback, immediate, activated, ref-keep, unmap-fail) and every
+``mm_vmscan_lru_shrink_active`` event per node and LRU type (anon/file) in
+per-CPU counters; times direct reclaim (``mm_vmscan_direct_reclaim_begin/end``)
+and memcg reclaim (``mm_vmscan_memcg_reclaim_begin/end``) per process into
+log2 histograms; counts kswapd wakeups and sleeps per node. User space reads
+the cumulative counters every interval and prints the differences.
+
+Library use::
+
+    with PageReclaim() as pr:
+        before = pr.read()
+        ...
+        sample = (pr.read() - before).total()   # ReclaimSample, pages and ns
+
+Counts are in pages (of :func:`memwatcher.kernel.page_size` bytes; large
+folios count as their number of pages, as the kernel's own counters do) and
+durations in nanoseconds. A value of ``None`` means this kernel lacks the
+counter (a missing ``reclaim_stat`` field or tracepoint), never zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NamedTuple
+
+import numpy as np
+import typer
+
+from .. import kernel
+from ..libbpf import BTF, BPFObject, LibbpfError, MemwatcherError, RingBuffer, possible_cpus
+from ..objects import header, object_path
+from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
+from ..output import Column, Writer, human_ns, make_writer, timestamp
+from ..runner import run_periodic, stop_on_signals
+
+__all__ = [
+    "LatencyHistogram",
+    "Options",
+    "PageReclaim",
+    "ReclaimSample",
+    "ShrinkEvent",
+    "Snapshot",
+    "bucket_bounds",
+    "format_histogram",
+    "histogram_quantile_ns",
+    "latency_delta",
+    "parse_node_list",
+    "plan",
+    "register",
+]
+
+KINDS = ("direct", "memcg")  # PR_KIND_DIRECT, PR_KIND_MEMCG
+RECLAIMERS = ("direct", "memcg", "other")  # event reclaimer values (pr.h PR_KIND_*)
+LRUS = ("anon", "file")
+
+# Tracepoint -> (argument types the programs read, as a prefix of the BTF
+# argument list; program name suffix; hook group). Arguments appended by a
+# later kernel do not matter to tp_btf/raw_tp programs, which read by position.
+_HOOKS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "mm_vmscan_lru_shrink_inactive": (
+        ("int", "long unsigned int", "long unsigned int", "struct reclaim_stat *", "int", "int"),
+        "shrink_inactive",
+        "inactive",
+    ),
+    "mm_vmscan_lru_shrink_active": (
+        ("int",) + ("long unsigned int",) * 4 + ("int", "int"),
+        "shrink_active",
+        "active",
+    ),
+    "mm_vmscan_kswapd_wake": (("int",), "kswapd_wake", "kswapd"),
+    "mm_vmscan_kswapd_sleep": (("int",), "kswapd_sleep", "kswapd"),
+    "mm_vmscan_direct_reclaim_begin": ((), "direct_begin", "direct"),
+    "mm_vmscan_direct_reclaim_end": (("long unsigned int",), "direct_end", "direct"),
+    "mm_vmscan_memcg_reclaim_begin": ((), "memcg_begin", "memcg"),
+    "mm_vmscan_memcg_reclaim_end": (("long unsigned int",), "memcg_end", "memcg"),
+}
+_VARIANTS = ("tp_btf", "raw_tp")
+
+# struct pr_lru counters that come from a struct reclaim_stat member.
+_STAT_MEMBERS = {
+    "dirty": "nr_dirty",
+    "unqueued_dirty": "nr_unqueued_dirty",
+    "congested": "nr_congested",
+    "writeback": "nr_writeback",
+    "immediate": "nr_immediate",
+    "pageout": "nr_pageout",
+    "activated": "nr_activate",
+    "ref_keep": "nr_ref_keep",
+    "unmap_fail": "nr_unmap_fail",
+}
+_ACTIVE_FIELDS = ("active_shrinks", "active_taken", "active_kept", "deactivated", "referenced")
+
+
+def parse_node_list(text: str) -> int:
+    """Number of node ids a kernel node list ("0", "0-3", "0,2-5") spans (max id + 1)."""
+    top = -1
+    for part in text.strip().split(","):
+        if part:
+            top = max(top, int(part.split("-")[-1]))
+    return top + 1 if top >= 0 else 1
+
+
+def _possible_nodes() -> int:
+    try:
+        return parse_node_list(Path("/sys/devices/system/node/possible").read_text())
+    except OSError:
+        return 1  # a kernel without NUMA support: every event says node 0
+
+
+def _hook_status() -> dict[str, tuple[bool, str]]:
+    """For each group of hooks: whether every tracepoint exists with the expected arguments."""
+    groups: dict[str, tuple[bool, str]] = {}
+    for tp, (expected, _, group) in _HOOKS.items():
+        params = kernel.tracepoint_params(tp)
+        if params is None:
+            ok, detail = False, f"{tp} not in kernel BTF"
+        elif tuple(params[: len(expected)]) != expected:
+            ok, detail = False, f"{tp} arguments are ({', '.join(params)})"
+        else:
+            ok, detail = True, ""
+        prev_ok, prev_detail = groups.get(group, (True, ""))
+        groups[group] = (prev_ok and ok, prev_detail or detail)
+    return groups
+
+
+def plan() -> kernel.Plan:
+    """Hooks pr needs here and the program variant it will load."""
+    status = _hook_status()
+    hooks = [
+        kernel.Hook(f"tracepoint {tp}", status[group][0], group == "inactive", status[group][1])
+        for tp, (_, _, group) in _HOOKS.items()
+    ]
+    tp_btf = kernel.probe_features()["tp_btf"].available
+    members = BTF.vmlinux().members("reclaim_stat")
+    missing = [f for f, m in _STAT_MEMBERS.items() if m not in members]
+    variant = ("tp_btf" if tp_btf else "raw_tp") + (f"; reclaim_stat lacks {', '.join(missing)}" if missing else "")
+    return kernel.Plan("pr", hooks, variant=variant)
+
+
+# ---------------------------------------------------------------- records
+
+
+class ReclaimSample(NamedTuple):
+    """Reclaim activity over an interval (or since load), system-wide or of one node.
+
+    All ``*_pages`` are page counts and ``*_ns`` nanoseconds. The ``scanned``
+    to ``unmap_fail`` group sums ``mm_vmscan_lru_shrink_inactive`` events
+    (``scanned_pages`` is the original tool's "reclaim": pages isolated from
+    the inactive LRUs and handed to reclaim). Invocation counts are direct
+    reclaims (``try_to_free_pages``) and memcg limit reclaims that ended in
+    the interval. Per-node samples have ``None`` for those: the
+    tracepoints do not say which node they reclaimed from.
+    """
+
+    node: int | None
+    scanned_pages: int
+    reclaimed_pages: int
+    dirty_pages: int | None
+    unqueued_dirty_pages: int | None
+    congested_pages: int | None
+    writeback_pages: int | None
+    immediate_pages: int | None
+    pageout_pages: int | None
+    activated_pages: int | None
+    ref_keep_pages: int | None
+    unmap_fail_pages: int | None
+    scanned_anon_pages: int
+    scanned_file_pages: int
+    reclaimed_anon_pages: int
+    reclaimed_file_pages: int
+    shrink_inactive_calls: int
+    active_scanned_pages: int | None
+    deactivated_pages: int | None
+    direct_reclaims: int | None
+    direct_reclaim_ns: int | None
+    direct_reclaimed_pages: int | None
+    memcg_reclaims: int | None
+    memcg_reclaim_ns: int | None
+    memcg_reclaimed_pages: int | None
+    kswapd_wakeups: int | None
+    kswapd_sleeps: int | None
+
+
+class LatencyHistogram(NamedTuple):
+    """Reclaim latency of one process and kind ("direct" or "memcg").
+
+    ``slots[s]`` counts reclaims lasting [2^s, 2^(s+1)) ns (slot 0: 0-1 ns;
+    the last slot has no upper bound). Cumulative since load from
+    :meth:`PageReclaim.latency`, per interval after :func:`latency_delta`.
+    """
+
+    pid: int
+    comm: str
+    kind: str
+    reclaims: int
+    total_ns: int
+    reclaimed_pages: int
+    slots: tuple[int, ...]
+
+
+class ShrinkEvent(NamedTuple):
+    """One ``mm_vmscan_lru_shrink_inactive`` event (pages; ``ts_ns`` is CLOCK_MONOTONIC).
+
+    ``reclaimer`` is "direct" or "memcg" when the task was inside that
+    reclaim, else "other" (kswapd, proactive reclaim). Absent
+    ``reclaim_stat`` fields are ``None``.
+    """
+
+    ts_ns: int
+    pid: int
+    tid: int
+    comm: str
+    node: int
+    lru: str
+    reclaimer: str
+    priority: int
+    scanned_pages: int
+    reclaimed_pages: int
+    dirty_pages: int | None
+    unqueued_dirty_pages: int | None
+    congested_pages: int | None
+    writeback_pages: int | None
+    immediate_pages: int | None
+    pageout_pages: int | None
+    activated_pages: int | None
+    ref_keep_pages: int | None
+    unmap_fail_pages: int | None
+
+
+@dataclass(frozen=True)
+class Available:
+    """Which counters this kernel provides (from kernel BTF, before load)."""
+
+    stat_fields: frozenset[str]  # struct pr_lru names backed by a reclaim_stat member
+    active: bool
+    kswapd: bool
+    direct: bool
+    memcg: bool
+
+    @classmethod
+    def probe(cls) -> Available:
+        members = BTF.vmlinux().members("reclaim_stat")
+        status = _hook_status()
+        return cls(
+            frozenset(k for k, m in _STAT_MEMBERS.items() if m in members),
+            status["active"][0],
+            status["kswapd"][0],
+            status["direct"][0],
+            status["memcg"][0],
+        )
+
+
+def _u64_view(values: np.ndarray) -> np.ndarray:
+    """Structs made only of __u64 as a 2-D uint64 array (one row per struct)."""
+    flat = np.ascontiguousarray(values)
+    return flat.view(np.uint64).reshape(flat.size, flat.dtype.itemsize // 8)
+
+
+@dataclass
+class Snapshot:
+    """Cumulative counters since load (or their difference: ``later - earlier``).
+
+    ``nodes[n]`` is a ``struct pr_node`` (pages and counts per LRU type, kswapd
+    wakeups and sleeps) of node ``n``; ``totals`` a ``struct pr_totals``
+    (direct/memcg reclaim counts, nanoseconds and pages).
+    """
+
+    nodes: np.ndarray
+    totals: np.ndarray
+    available: Available
+    monotonic_ns: int = field(default_factory=time.monotonic_ns)
+
+    def __sub__(self, earlier: Snapshot) -> Snapshot:
+        # Counters only grow; uint64 subtraction also survives a wrap.
+        nodes = (_u64_view(self.nodes) - _u64_view(earlier.nodes)).view(self.nodes.dtype).reshape(self.nodes.shape)
+        totals = (_u64_view(self.totals) - _u64_view(earlier.totals)).view(self.totals.dtype).reshape(())
+        return Snapshot(nodes, totals, self.available, self.monotonic_ns - earlier.monotonic_ns)
+
+    def total(self) -> ReclaimSample:
+        """All nodes together."""
+        summed = _u64_view(self.nodes).sum(axis=0).view(self.nodes.dtype)[0]
+        return self._sample(summed, None)
+
+    def per_node(self) -> list[ReclaimSample]:
+        """One sample per possible node."""
+        return [self._sample(self.nodes[n], n) for n in range(len(self.nodes))]
+
+    def _sample(self, node: np.void, nid: int | None) -> ReclaimSample:
+        av = self.available
+        anon, file = node["lru"][0], node["lru"][1]
+
+        def lru(name: str) -> int:
+            return int(anon[name]) + int(file[name])
+
+        def stat(name: str) -> int | None:
+            return lru(name) if name in av.stat_fields else None
+
+        def whole(name: str, ok: bool) -> int | None:
+            return int(self.totals[name]) if ok and nid is None else None
+
+        return ReclaimSample(
+            node=nid,
+            scanned_pages=lru("scanned"),
+            reclaimed_pages=lru("reclaimed"),
+            dirty_pages=stat("dirty"),
+            unqueued_dirty_pages=stat("unqueued_dirty"),
+            congested_pages=stat("congested"),
+            writeback_pages=stat("writeback"),
+            immediate_pages=stat("immediate"),
+            pageout_pages=stat("pageout"),
+            activated_pages=stat("activated"),
+            ref_keep_pages=stat("ref_keep"),
+            unmap_fail_pages=stat("unmap_fail"),
+            scanned_anon_pages=int(anon["scanned"]),
+            scanned_file_pages=int(file["scanned"]),
+            reclaimed_anon_pages=int(anon["reclaimed"]),
+            reclaimed_file_pages=int(file["reclaimed"]),
+            shrink_inactive_calls=lru("inactive_shrinks"),
+            active_scanned_pages=lru("active_taken") if av.active else None,
+            deactivated_pages=lru("deactivated") if av.active else None,
+            direct_reclaims=whole("direct_reclaims", av.direct),
+            direct_reclaim_ns=whole("direct_reclaim_ns", av.direct),
+            direct_reclaimed_pages=whole("direct_reclaimed_pages", av.direct),
+            memcg_reclaims=whole("memcg_reclaims", av.memcg),
+            memcg_reclaim_ns=whole("memcg_reclaim_ns", av.memcg),
+            memcg_reclaimed_pages=whole("memcg_reclaimed_pages", av.memcg),
+            kswapd_wakeups=int(node["kswapd_wakeups"]) if av.kswapd else None,
+            kswapd_sleeps=int(node["kswapd_sleeps"]) if av.kswapd else None,
+        )
+
+    @property
+    def lost(self) -> dict[str, int]:
+        """Events that could not be booked (all zero in a healthy run)."""
+        return {k: int(self.totals[k]) for k in ("bad_node", "unmatched_ends", "starts_full", "hist_full")}
+
+
+# ---------------------------------------------------------------- histograms
+
+
+def bucket_bounds(slot: int, slots: int) -> tuple[int, int | None]:
+    """[low, high) nanoseconds of a log2 slot; the last slot has no upper bound (None)."""
+    low = 0 if slot == 0 else 1 << slot
+    return low, (None if slot == slots - 1 else 1 << (slot + 1))
+
+
+def histogram_quantile_ns(slots: Sequence[int], q: float) -> int | None:
+    """Upper bound (ns) of the slot holding quantile ``q`` (0..1); None if empty.
+
+    A log2 histogram cannot say more precisely: the true value lies within a
+    factor of two below the result. The open last slot reports its lower bound.
+    """
+    total = sum(slots)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for s, n in enumerate(slots):
+        seen += n
+        if n and seen >= rank:
+            low, high = bucket_bounds(s, len(slots))
+            return high if high is not None else low
+    return None  # unreachable: seen == total >= rank at the last non-empty slot
+
+
+def latency_delta(earlier: Iterable[LatencyHistogram], later: Iterable[LatencyHistogram]) -> list[LatencyHistogram]:
+    """Per-interval histograms: ``later - earlier`` for each (pid, kind) that changed."""
+    before = {(h.pid, h.kind): h for h in earlier}
+    out = []
+    for h in later:
+        b = before.get((h.pid, h.kind))
+        if b is None:
+            d = h
+        else:
+            d = h._replace(
+                reclaims=h.reclaims - b.reclaims,
+                total_ns=h.total_ns - b.total_ns,
+                reclaimed_pages=h.reclaimed_pages - b.reclaimed_pages,
+                slots=tuple(x - y for x, y in zip(h.slots, b.slots)),
+            )
+        if d.reclaims:
+            out.append(d)
+    return out
+
+
+def format_histogram(slots: Sequence[int], width: int = 40) -> list[str]:
+    """Text lines of a log2 histogram, from the first to the last non-empty slot."""
+    used = [s for s, n in enumerate(slots) if n]
+    if not used:
+        return []
+    peak = max(slots)
+    lines = []
+    for s in range(used[0], used[-1] + 1):
+        low, high = bucket_bounds(s, len(slots))
+        span = f"{human_ns(low):>8} -> {human_ns(high) if high is not None else 'inf':<8}"
+        bar = "*" * (round(slots[s] * width / peak) if peak else 0)
+        lines.append(f"  {span}: {slots[s]:<8} |{bar:<{width}}|")
+    return lines
+
+
+# ---------------------------------------------------------------- loader
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to load pr. The zero value is the default.
+
+    ``events`` streams each shrink_inactive event (ring buffer of
+    ``ring_bytes``, a power of two); ``variant`` forces "tp_btf" or "raw_tp"
+    instead of probing; ``max_processes`` bounds the latency histogram map.
+    """
+
+    events: bool = False
+    ring_bytes: int = 1 << 20
+    variant: str | None = None
+    max_processes: int = 4096
+
+
+class PageReclaim:
+    """Loaded and attached pr programs (a context manager; :meth:`close` is idempotent)."""
+
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options or Options()
+        kernel.require_bpf()
+        self.available = Available.probe()
+        self.layouts = header("pr")
+        self.node_count = _possible_nodes()
+        variants = [self.options.variant] if self.options.variant else list(_VARIANTS)
+        errors = []
+        self._obj: BPFObject | None = None
+        for variant in variants:
+            try:
+                self._obj = self._load(variant)
+                self.variant = variant
+                break
+            except LibbpfError as e:
+                errors.append(f"{variant}: {e}")
+        if self._obj is None:
+            raise MemwatcherError("cannot load the pr programs: " + "; ".join(errors))
+        self._ring = RingBuffer(self._obj.maps.events, self.layouts.pr_event) if self.options.events else None
+
+    def _load(self, variant: str) -> BPFObject:
+        status = _hook_status()
+        obj = BPFObject.open(object_path("pr"))
+        try:
+            for _, suffix, group in _HOOKS.values():
+                for v in _VARIANTS:
+                    obj.programs[f"{v}_{suffix}"].autoload = v == variant and status[group][0]
+            obj.rodata.emit_events = self.options.events
+            obj.maps.nodes.max_entries = self.node_count
+            obj.maps.hists.max_entries = self.options.max_processes
+            obj.maps.events.max_entries = self.options.ring_bytes if self.options.events else 4096
+            obj.load()
+            obj.attach()
+        except BaseException:
+            obj.close()
+            raise
+        return obj
+
+    @property
+    def obj(self) -> BPFObject:
+        if self._obj is None:
+            raise MemwatcherError("pr: use after close")
+        return self._obj
+
+    def read(self) -> Snapshot:
+        """Cumulative counters since load."""
+        _, nodes = self.obj.maps.nodes.read_all(np.uint32, self.layouts.pr_node)
+        _, totals = self.obj.maps.totals.read_all(np.uint32, self.layouts.pr_totals)
+        ncpu = possible_cpus()
+        node_sum = _u64_view(nodes).reshape(len(nodes), ncpu, -1).sum(axis=1, dtype=np.uint64)
+        total_sum = _u64_view(totals).reshape(len(totals), ncpu, -1).sum(axis=1, dtype=np.uint64)
+        return Snapshot(
+            np.ascontiguousarray(node_sum).view(self.layouts.pr_node).reshape(len(nodes)),
+            np.ascontiguousarray(total_sum).view(self.layouts.pr_totals).reshape(()),
+            self.available,
+        )
+
+    def latency(self) -> list[LatencyHistogram]:
+        """Cumulative reclaim latency histograms per process and kind."""
+        keys, values = self.obj.maps.hists.read_all(self.layouts.pr_hist_key, self.layouts.pr_hist)
+        return [
+            LatencyHistogram(
+                pid=int(k["id"]),
+                comm=v["comm"].decode(errors="replace"),
+                kind=KINDS[int(k["kind"])],
+                reclaims=int(v["count"]),
+                total_ns=int(v["total_ns"]),
+                reclaimed_pages=int(v["reclaimed_pages"]),
+                slots=tuple(int(x) for x in v["slots"]),
+            )
+            for k, v in zip(keys, values)
+        ]
+
+    def events(self) -> list[ShrinkEvent]:
+        """Shrink events submitted since the last call, oldest first (needs ``Options.events``)."""
+        if self._ring is None:
+            raise MemwatcherError("pr: events were not enabled (Options(events=True))")
+        return decode_events(self._ring.consume(), self.available)
+
+    @property
+    def events_dropped(self) -> int:
+        """Events lost because the ring buffer was full (cumulative)."""
+        return int(self.obj.bss.events_dropped)
+
+    def close(self) -> None:
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+            self._ring = None
+
+    def __enter__(self) -> PageReclaim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decode_events(records: np.ndarray, available: Available) -> list[ShrinkEvent]:
+    """Ring buffer records (``struct pr_event``) as :class:`ShrinkEvent`."""
+    present = available.stat_fields
+
+    def stat(r: np.void, name: str, value: int) -> int | None:
+        return value if name in present else None
+
+    out = []
+    for r in records:
+        out.append(
+            ShrinkEvent(
+                ts_ns=int(r["ts_ns"]),
+                pid=int(r["pid"]),
+                tid=int(r["tid"]),
+                comm=r["comm"].decode(errors="replace"),
+                node=int(r["nid"]),
+                lru=LRUS[1 if r["file"] else 0],
+                reclaimer=RECLAIMERS[min(int(r["reclaimer"]), 2)],
+                priority=int(r["priority"]),
+                scanned_pages=int(r["scanned"]),
+                reclaimed_pages=int(r["reclaimed"]),
+                dirty_pages=stat(r, "dirty", int(r["dirty"])),
+                unqueued_dirty_pages=stat(r, "unqueued_dirty", int(r["unqueued_dirty"])),
+                congested_pages=stat(r, "congested", int(r["congested"])),
+                writeback_pages=stat(r, "writeback", int(r["writeback"])),
+                immediate_pages=stat(r, "immediate", int(r["immediate"])),
+                pageout_pages=stat(r, "pageout", int(r["pageout"])),
+                activated_pages=stat(r, "activated", int(r["activate_anon"]) + int(r["activate_file"])),
+                ref_keep_pages=stat(r, "ref_keep", int(r["ref_keep"])),
+                unmap_fail_pages=stat(r, "unmap_fail", int(r["unmap_fail"])),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- CLI
+
+_INTERVAL_COLUMNS = [
+    Column("node", "NODE"),
+    Column("scanned_pages", "RECLAIM"),
+    Column("reclaimed_pages", "RECLAIMED"),
+    Column("dirty_pages", "DIRTY"),
+    Column("unqueued_dirty_pages", "UNQUEUE_DIRTY"),
+    Column("congested_pages", "CONGESTED"),
+    Column("writeback_pages", "WRITEBACK"),
+    Column("immediate_pages", "IMMEDIATE"),
+    Column("activated_pages", "ACTIVATE"),
+    Column("ref_keep_pages", "REF_KEEP"),
+    Column("unmap_fail_pages", "UNMAP_FAIL"),
+    Column("pageout_pages", "PAGEOUT"),
+    Column("scanned_anon_pages", "SCAN_ANON"),
+    Column("scanned_file_pages", "SCAN_FILE"),
+    Column("reclaimed_anon_pages", "RECL_ANON"),
+    Column("reclaimed_file_pages", "RECL_FILE"),
+    Column("shrink_inactive_calls", "SHRINKS"),
+    Column("active_scanned_pages", "ACT_SCAN"),
+    Column("deactivated_pages", "DEACT"),
+    Column("direct_reclaims", "DIRECT"),
+    Column("direct_reclaim_ns", "DIRECT_T", "ns"),
+    Column("direct_reclaimed_pages", "DIRECT_RECL"),
+    Column("memcg_reclaims", "MEMCG"),
+    Column("memcg_reclaim_ns", "MEMCG_T", "ns"),
+    Column("memcg_reclaimed_pages", "MEMCG_RECL"),
+    Column("kswapd_wakeups", "KSWAPD_WAKE"),
+    Column("kswapd_sleeps", "KSWAPD_SLEEP"),
+]
+# The table keeps the columns an operator scans for (the original's first).
+_TABLE_KEYS = (
+    "scanned_pages reclaimed_pages dirty_pages unqueued_dirty_pages congested_pages writeback_pages "
+    "immediate_pages activated_pages direct_reclaims direct_reclaim_ns memcg_reclaims memcg_reclaim_ns "
+    "kswapd_wakeups"
+).split()
+
+_LATENCY_COLUMNS = [
+    Column("pid", "PID"),
+    Column("comm", "COMM", left=True),
+    Column("kind", "KIND", left=True),
+    Column("reclaims", "COUNT"),
+    Column("total_ns", "TOTAL", "ns"),
+    Column("avg_ns", "AVG", "ns"),
+    Column("p50_ns", "P50<=", "ns"),
+    Column("p99_ns", "P99<=", "ns"),
+    Column("reclaimed_pages", "RECLAIMED"),
+]
+
+_EVENT_COLUMNS = [
+    Column("event_time", "TIME", left=True),
+    Column("pid", "PID"),
+    Column("comm", "COMM", left=True),
+    Column("node", "NODE"),
+    Column("lru", "LRU", left=True),
+    Column("reclaimer", "BY", left=True),
+    Column("priority", "PRIO"),
+    Column("scanned_pages", "RECLAIM"),
+    Column("reclaimed_pages", "RECLAIMED"),
+    Column("dirty_pages", "DIRTY"),
+    Column("unqueued_dirty_pages", "UNQUEUE_DIRTY"),
+    Column("congested_pages", "CONGESTED"),
+    Column("writeback_pages", "WRITEBACK"),
+    Column("immediate_pages", "IMMEDIATE"),
+    Column("pageout_pages", "PAGEOUT"),
+    Column("activated_pages", "ACTIVATE"),
+    Column("ref_keep_pages", "REF_KEEP"),
+    Column("unmap_fail_pages", "UNMAP_FAIL"),
+]
+
+
+def _interval_columns(output: OutputFormat, per_node: bool) -> list[Column]:
+    cols = [c for c in _INTERVAL_COLUMNS if per_node or c.key != "node"]
+    if output == OutputFormat.table:
+        cols = [c for c in cols if c.key in _TABLE_KEYS or c.key == "node"]
+    return cols
+
+
+def latency_row(h: LatencyHistogram) -> dict[str, Any]:
+    """Output row of one histogram; JSON/CSV also get the non-empty buckets."""
+    buckets = []
+    for s, n in enumerate(h.slots):
+        if n:
+            low, high = bucket_bounds(s, len(h.slots))
+            buckets.append({"low_ns": low, "high_ns": high, "count": n})
+    return {
+        "pid": h.pid,
+        "comm": h.comm,
+        "kind": h.kind,
+        "reclaims": h.reclaims,
+        "total_ns": h.total_ns,
+        "avg_ns": h.total_ns // h.reclaims if h.reclaims else None,
+        "p50_ns": histogram_quantile_ns(h.slots, 0.5),
+        "p99_ns": histogram_quantile_ns(h.slots, 0.99),
+        "reclaimed_pages": h.reclaimed_pages,
+        "buckets": buckets,
+    }
+
+
+def _event_time(ts_ns: int) -> str:
+    """Wall-clock ISO time of a CLOCK_MONOTONIC timestamp."""
+    wall = time.time() - (time.monotonic_ns() - ts_ns) / 1e9
+    return datetime.fromtimestamp(wall).astimezone().isoformat(timespec="microseconds")
+
+
+class _Reporter:
+    """Writes one interval of the chosen view."""
+
+    def __init__(self, pr: PageReclaim, view: str, output: OutputFormat, per_node: bool) -> None:
+        self.pr = pr
+        self.view = view
+        self.output = output
+        self.per_node = per_node
+        columns = {
+            "counters": _interval_columns(output, per_node),
+            "latency": _LATENCY_COLUMNS + ([Column("buckets", "BUCKETS")] if output == OutputFormat.json else []),
+            "events": _EVENT_COLUMNS,
+        }[view]
+        self.writer: Writer = make_writer(output, columns)
+        self.prev = pr.read()
+        self.prev_hists = pr.latency()
+        self.dropped = 0
+        self.lost: dict[str, int] = {}
+
+    def sample(self) -> None:
+        now = timestamp()
+        if self.view == "counters":
+            cur = self.pr.read()
+            delta = cur - self.prev
+            self.prev = cur
+            rows = delta.per_node() if self.per_node else [delta.total()]
+            self.writer.write([r._asdict() for r in rows], time=now, title="page reclaim (pages per interval)")
+        elif self.view == "latency":
+            cur_h = self.pr.latency()
+            hists = sorted(latency_delta(self.prev_hists, cur_h), key=lambda h: -h.total_ns)
+            self.prev_hists = cur_h
+            self.writer.write([latency_row(h) for h in hists], time=now, title="reclaim latency per process")
+            if self.output == OutputFormat.table:
+                for h in hists:
+                    print(f"  pid {h.pid} ({h.comm}) {h.kind} reclaim latency:", file=self.writer.stream)
+                    print("\n".join(format_histogram(h.slots)) + "\n", file=self.writer.stream, flush=True)
+        else:
+            events = self.pr.events()
+            if events or self.output != OutputFormat.table:
+                rows = [{**e._asdict(), "event_time": _event_time(e.ts_ns)} for e in events]
+                self.writer.write(rows, time=now, title="shrink_inactive events")
+            dropped = self.pr.events_dropped
+            if dropped != self.dropped:
+                self.writer.message(f"pr: {dropped - self.dropped} events dropped (ring buffer full)")
+                self.dropped = dropped
+        if self.view == "counters":
+            lost = {k: v for k, v in self.prev.lost.items() if v > self.lost.get(k, 0)}
+            if lost:
+                self.writer.message("pr: not booked so far: " + ", ".join(f"{k}={v}" for k, v in lost.items()))
+                self.lost.update(lost)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("pr")
+    def pr_command(
+        interval: Interval = 1.0,
+        duration: Duration = None,
+        count: Count = None,
+        output: Output = OutputFormat.table,
+        per_node: Annotated[bool, typer.Option("--per-node", "-n", help="One row per NUMA node.")] = False,
+        latency: Annotated[
+            bool, typer.Option("--latency", "-l", help="Direct/memcg reclaim latency histograms per process.")
+        ] = False,
+        events: Annotated[bool, typer.Option("--events", "-e", help="Stream every shrink_inactive event.")] = False,
+        variant: Annotated[
+            str | None, typer.Option("--variant", help="Force tp_btf or raw_tp programs (default: probe).")
+        ] = None,
+    ) -> None:
+        """What page reclaim is doing: pages scanned/reclaimed with their fate, per interval.
+
+        Also direct and memcg reclaim counts and latency, kswapd wakeups.
+        Example: memwatcher pr -i 1 --per-node -o json
+        """
+        if latency and events:
+            raise typer.BadParameter("--latency and --events are different views: choose one")
+        if variant is not None and variant not in _VARIANTS:
+            raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
+        view = "latency" if latency else ("events" if events else "counters")
+        opts = Options(events=events, variant=variant)
+        with PageReclaim(opts) as pr, stop_on_signals() as stop:
+            reporter = _Reporter(pr, view, output, per_node)
+            run_periodic(schedule(interval, duration, count), reporter.sample, stop)
