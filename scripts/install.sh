@@ -12,7 +12,8 @@ apt_packages=(
   libdw1                # symbolization back end (elfutils libdwfl)
   libc6-dbg             # debug info for libc frames
   gcc make python3-dev python3-venv  # the cffi extension, test C programs
-  util-linux            # setpriv, used by the privilege tests
+  util-linux            # setpriv, unshare: privilege and wheel tests
+  elfutils              # eu-addr2line: symbolization agreement test
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -13,8 +13,7 @@ from typing import Annotated
 import typer
 
 from . import __version__, doctor, libbpf
-from .kernel import PrivilegeError
-from .libbpf import MemwatcherError, NotSupportedError
+from .errors import MemwatcherError, NotSupportedError, PrivilegeError
 from .objects import objects_dir
 from .output import Column, OutputFormat, make_writer
 from .tools import report_modules

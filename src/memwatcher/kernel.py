@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .libbpf import BTF, BPFObject, LibbpfError, MemwatcherError, NotSupportedError, probe_map_type
+from .errors import NotSupportedError, PrivilegeError
+from .libbpf import BTF, BPFObject, LibbpfError, probe_map_type
 from .objects import object_path
 
 __all__ = [
@@ -42,10 +43,6 @@ BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 _CAP_SYS_ADMIN = 21
 _CAP_PERFMON = 38
 _CAP_BPF = 39
-
-
-class PrivilegeError(MemwatcherError, PermissionError):
-    """The process lacks the privileges to load BPF programs."""
 
 
 def kernel_release() -> str:

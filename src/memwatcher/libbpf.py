@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ._libbpf import ffi, lib
+from .errors import MemwatcherError, NotSupportedError
 
 __all__ = [
     "BTF",
@@ -56,10 +57,6 @@ _ENOTSUPP = 524
 
 
 # ---------------------------------------------------------------- errors
-
-
-class MemwatcherError(Exception):
-    """Base class of every error memwatcher raises on purpose."""
 
 
 class LibbpfError(MemwatcherError, OSError):
@@ -90,16 +87,6 @@ class VerifierError(LibbpfError):
         verdict = next((lines[i - 1] for i in range(len(lines) - 1, 0, -1) if lines[i].startswith("processed ")), "")
         text = f"{self.operation}: rejected by the verifier"
         return f"{text}: {verdict} (full log in .log)" if verdict else f"{text}: {self.strerror}"
-
-
-class NotSupportedError(MemwatcherError):
-    """The running kernel lacks a feature memwatcher needs."""
-
-    def __init__(self, feature: str, minimum_kernel: str | None = None) -> None:
-        self.feature = feature
-        self.minimum_kernel = minimum_kernel
-        need = f" (needs Linux >= {minimum_kernel})" if minimum_kernel else ""
-        super().__init__(f"{feature} is not supported by this kernel{need}")
 
 
 def _strerror(err: int) -> str:

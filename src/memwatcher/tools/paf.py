@@ -54,7 +54,8 @@ import numpy as np
 import typer
 
 from .. import kernel
-from ..libbpf import BTF, BPFObject, MemwatcherError, NotSupportedError, RingBuffer
+from ..errors import NoSuchProcessError, NotSupportedError
+from ..libbpf import BTF, BPFObject, RingBuffer
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer, timestamp
@@ -88,10 +89,6 @@ _ZONE_NAMES = {
     "ZONE_MOVABLE": "Movable",
     "ZONE_DEVICE": "Device",
 }
-
-
-class NoSuchProcessError(MemwatcherError):
-    """The process given with --pid does not exist."""
 
 
 # ---------------------------------------------------------------- GFP names
@@ -521,7 +518,7 @@ class PageAllocTracer:
         kernel.require_bpf()
         pid = self.options.pid
         if pid is not None and not Path(f"/proc/{pid}").exists():
-            raise NoSuchProcessError(f"no process {pid}")
+            raise NoSuchProcessError(pid)
         p = plan()
         if not p.runnable:
             raise NotSupportedError("paf: " + "; ".join(p.reasons()))

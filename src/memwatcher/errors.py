@@ -1,0 +1,38 @@
+"""memwatcher's exception tree (importing it loads nothing else).
+
+    MemwatcherError
+    ├── NotSupportedError     the kernel lacks a feature (exit 77)
+    ├── PrivilegeError        no root / CAP_BPF + CAP_PERFMON (exit 77)
+    ├── NoSuchProcessError    a --pid that does not exist (exit 1)
+    └── libbpf.LibbpfError    a libbpf / bpf(2) call failed (exit 1)
+"""
+
+from __future__ import annotations
+
+__all__ = ["MemwatcherError", "NoSuchProcessError", "NotSupportedError", "PrivilegeError"]
+
+
+class MemwatcherError(Exception):
+    """Base class of every error memwatcher raises on purpose."""
+
+
+class NotSupportedError(MemwatcherError):
+    """The running kernel lacks a feature memwatcher needs."""
+
+    def __init__(self, feature: str, minimum_kernel: str | None = None) -> None:
+        self.feature = feature
+        self.minimum_kernel = minimum_kernel
+        need = f" (needs Linux >= {minimum_kernel})" if minimum_kernel else ""
+        super().__init__(f"{feature} is not supported by this kernel{need}")
+
+
+class PrivilegeError(MemwatcherError, PermissionError):
+    """The process lacks the privileges to load BPF programs."""
+
+
+class NoSuchProcessError(MemwatcherError):
+    """A process the user named does not exist (or has exited)."""
+
+    def __init__(self, pid: int, detail: str = "") -> None:
+        self.pid = pid
+        super().__init__(f"no process with pid {pid}" + (f" ({detail})" if detail else ""))

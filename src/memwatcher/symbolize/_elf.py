@@ -1,0 +1,103 @@
+"""The little of an ELF file the symbolizer needs before any back end opens it.
+
+Program headers (to compute a mapping's load bias) and the GNU build-id note
+(the cache key, shared by every process that maps the same file), read with
+``os.pread`` from an open descriptor. 32/64-bit and either byte order.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+_PT_LOAD = 1
+_PT_NOTE = 4
+_NT_GNU_BUILD_ID = 3
+
+
+class NotElfError(ValueError):
+    """The file is not an ELF object (or is truncated)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A PT_LOAD segment: where its bytes are in the file and in memory."""
+
+    file_offset: int
+    vaddr: int
+    file_size: int
+
+
+@dataclass(frozen=True)
+class ElfLayout:
+    elf_type: int
+    segments: tuple[Segment, ...]
+    build_id: str | None
+
+    def load_bias(self, map_start: int, map_file_offset: int, map_size_bytes: int) -> int | None:
+        """Load bias (runtime address minus link-time address) from one mapping of the file.
+
+        The mapping of ``map_size_bytes`` at ``map_start`` shows the file from
+        ``map_file_offset``; a PT_LOAD segment whose file bytes start inside it
+        ties a file offset to both a link-time and a runtime address.
+        """
+        for seg in self.segments:
+            if map_file_offset <= seg.file_offset < map_file_offset + map_size_bytes:
+                return map_start + (seg.file_offset - map_file_offset) - seg.vaddr
+        return None
+
+
+def read_layout(fd: int) -> ElfLayout:
+    """Parse the ELF header, PT_LOAD segments and build-id note of the file open at ``fd``."""
+    ident = os.pread(fd, 64, 0)
+    if len(ident) < 52 or ident[:4] != b"\x7fELF":
+        raise NotElfError("not an ELF file")
+    is64 = ident[4] == 2
+    order = "<" if ident[5] == 1 else ">"
+    if is64:
+        (elf_type,) = struct.unpack_from(order + "H", ident, 16)
+        (phoff,) = struct.unpack_from(order + "Q", ident, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", ident, 54)
+        phdr = struct.Struct(order + "IIQQQQQQ")  # type flags offset vaddr paddr filesz memsz align
+    else:
+        (elf_type,) = struct.unpack_from(order + "H", ident, 16)
+        (phoff,) = struct.unpack_from(order + "I", ident, 28)
+        phentsize, phnum = struct.unpack_from(order + "HH", ident, 42)
+        phdr = struct.Struct(order + "IIIIIIII")  # type offset vaddr paddr filesz memsz flags align
+    table = os.pread(fd, phentsize * phnum, phoff)
+    if phentsize < phdr.size or len(table) < phentsize * phnum:
+        raise NotElfError("truncated program headers")
+    segments = []
+    notes = []
+    for i in range(phnum):
+        fields = phdr.unpack_from(table, i * phentsize)
+        if is64:
+            p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = fields
+        else:
+            p_type, p_offset, p_vaddr, _, p_filesz, _, _, _ = fields
+        if p_type == _PT_LOAD:
+            segments.append(Segment(p_offset, p_vaddr, p_filesz))
+        elif p_type == _PT_NOTE:
+            notes.append((p_offset, p_filesz))
+    build_id = None
+    for offset, size in notes:
+        build_id = _find_build_id(os.pread(fd, min(size, 1 << 16), offset), order)
+        if build_id:
+            break
+    return ElfLayout(elf_type, tuple(segments), build_id)
+
+
+def _find_build_id(data: bytes, order: str) -> str | None:
+    pos = 0
+    header = struct.Struct(order + "III")
+    while pos + header.size <= len(data):
+        namesz, descsz, note_type = header.unpack_from(data, pos)
+        pos += header.size
+        name = data[pos : pos + namesz]
+        pos += (namesz + 3) & ~3
+        desc = data[pos : pos + descsz]
+        pos += (descsz + 3) & ~3
+        if note_type == _NT_GNU_BUILD_ID and name.rstrip(b"\0") == b"GNU" and desc:
+            return desc.hex()
+    return None
