@@ -48,12 +48,16 @@ for src in "${sources[@]}"; do
     continue
   fi
   echo "  BPF     $name.bpf.o"
+  # A private temporary name: concurrent builds must not collide.
+  tmp=$(mktemp "$out_dir/.$name.XXXXXX.tmp")
+  trap 'rm -f "$tmp"' EXIT
   "$CLANG" -O2 -g -target bpf -D__TARGET_ARCH_$target_arch \
     -Wall -Werror -Wno-unused-function \
     -I"$top/vmlinux" -I"$top/bpf" -I"$src_dir" \
-    -c "$src" -o "$obj.tmp"
-  "$STRIP" -g "$obj.tmp"
-  mv "$obj.tmp" "$obj"
+    -c "$src" -o "$tmp"
+  "$STRIP" -g "$tmp"
+  chmod 644 "$tmp"
+  mv "$tmp" "$obj"
 done
 
 # Record headers are read at run time to derive numpy dtypes; ship them next

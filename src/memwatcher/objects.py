@@ -8,6 +8,7 @@ never used stale.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -47,10 +48,15 @@ def object_path(name: str) -> Path:
     obj = _PACKAGE_DIR / f"{name}.bpf.o"
     src = _in_source_tree(name)
     if src is not None and _stale(obj, src):
-        proc = subprocess.run([str(_SOURCE_TOP / "build.sh")], capture_output=True, text=True)
+        # Only this object: another report's broken source must not block this one.
+        proc = subprocess.run(
+            [str(_SOURCE_TOP / "build.sh"), str(_PACKAGE_DIR), str(src)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             detail = (proc.stderr.strip().splitlines() or ["build.sh failed"])[-1]
             raise ObjectMissingError(f"rebuilding stale BPF object {name}.bpf.o failed: {detail}")
+    if src is not None and (src.parent / f"{name}.h").is_file():
+        shutil.copy2(src.parent / f"{name}.h", _PACKAGE_DIR / f"{name}.h")
     if not obj.is_file():
         raise ObjectMissingError(f"BPF object {obj} is missing: reinstall memwatcher (pip install .)")
     return obj

@@ -1,0 +1,370 @@
+"""sysstat: vm_stat snapshots against /proc/vmstat and /proc/meminfo, on workloads the tests control.
+
+Tolerance. BPF reads the same global counters as /proc (every node's and
+zone's vm_stat; their sums are what /proc/vmstat and /proc/meminfo print),
+so on an idle machine they agree exactly. What moves them between two reads
+is other activity, and the kernel folding per-CPU deltas into the globals
+lazily: each CPU holds back up to its ``vm stats threshold`` (/proc/zoneinfo)
+pages per counter and folds them when the threshold is crossed or by the
+vmstat worker every second. So each counter must lie within the range
+/proc showed just before and just after the snapshot, widened by
+max(1 %, one threshold per CPU per summed kernel counter). Tests that other
+jobs on this shared machine could disturb get three attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import requires_bpf
+from memwatcher import kernel
+from memwatcher.objects import header
+from memwatcher.tools import sysstat
+from memwatcher.tools.sysstat import COUNTERS, GROUPS, Counter, SysSample, SysStat
+
+MIB = 1 << 20
+PAGE = kernel.page_size()
+
+
+# ---------------------------------------------------------------- oracle
+
+
+def _proc_kv(path: str) -> dict[str, int]:
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.replace(":", " ").split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def proc_counters() -> dict[str, int | None]:
+    """Each counter in bytes from /proc: /proc/vmstat where it has the raw
+    counter (pages; nr_kernel_stack in KiB), else the /proc/meminfo line (kB).
+    None: /proc/vmstat has no line for the kernel counter (the kernel lacks it)."""
+    vmstat = _proc_kv("/proc/vmstat")
+    meminfo = _proc_kv("/proc/meminfo")
+    out: dict[str, int | None] = {}
+    for c in COUNTERS:
+        if c.vmstat is not None:
+            out[c.key] = None if c.vmstat not in vmstat else vmstat[c.vmstat] * (1024 if c.kib else PAGE)
+        else:
+            out[c.key] = meminfo[c.meminfo] * 1024
+    return out
+
+
+def _slack_bytes(c: Counter) -> int:
+    thresholds = [int(t) for t in re.findall(r"vm stats threshold:\s+(\d+)", Path("/proc/zoneinfo").read_text())]
+    per_counter = max(thresholds or [125]) * os.cpu_count()  # 125: the kernel's maximum threshold
+    return per_counter * len(c.slots) * (1024 if c.kib else PAGE)
+
+
+def _mismatches(before: dict, got: SysSample, after: dict) -> list[str]:
+    bad = []
+    for c in COUNTERS:
+        value = getattr(got, c.key)
+        lo, hi = before[c.key], after[c.key]
+        if lo is None or hi is None:
+            if value is not None:
+                bad.append(f"{c.key}: /proc lacks it, sysstat says {value}")
+            continue
+        if value is None:
+            bad.append(f"{c.key}: absent in sysstat, /proc says {lo}")
+            continue
+        lo, hi = min(lo, hi), max(lo, hi)
+        tol = max(0.01 * hi, _slack_bytes(c))
+        if not lo - tol <= value <= hi + tol:
+            bad.append(f"{c.key}: sysstat {value}, /proc {lo}..{hi} (tolerance {tol:.0f})")
+    return bad
+
+
+def _forced(stat: SysStat, per_node: bool = False) -> list[SysSample]:
+    stat.snapshot()
+    return stat.read(per_node=per_node, max_age_s=math.inf)
+
+
+# ---------------------------------------------------------------- workloads
+
+_ANON_CHILD = """
+import mmap, sys
+n = int(sys.argv[1])
+m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+page = mmap.PAGESIZE
+for off in range(0, n, page):
+    m[off] = 1
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _start_anon_child(nbytes: int) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ANON_CHILD, str(nbytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+
+
+def _disk_dir() -> str:
+    """A directory on a disk file system (tmpfs pages are shmem, never dirty)."""
+    for candidate in ("/var/tmp", tempfile.gettempdir(), str(Path(__file__).parent)):
+        if Path(candidate).is_dir() and _fs_type(candidate) not in ("tmpfs", "ramfs"):
+            return candidate
+    pytest.skip("no disk-backed directory to write to")
+
+
+def _fs_type(path: str) -> str:
+    best, fstype = "", ""
+    real = os.path.realpath(path)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, mnt, typ = line.split()[:3]
+        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+            best, fstype = mnt, typ
+    return fstype
+
+
+# ---------------------------------------------------------------- unit tests (no BPF)
+
+
+def test_sample_fields_follow_counters() -> None:
+    names = [f for f in SysSample.__dataclass_fields__][3:]
+    assert names == [c.key for c in COUNTERS]
+    assert all(c.key.endswith("_bytes") and c.group in GROUPS for c in COUNTERS)
+
+
+def test_counter_slots_exist_in_header() -> None:
+    consts = header("sysstat").constants
+    slots = {k: v for k, v in consts.items() if k.startswith("SYSSTAT_") and "TRIGGER" not in k and "NR_" not in k}
+    assert len(set(slots.values())) == len(slots)
+    assert max(slots.values()) < consts["SYSSTAT_NR_SLOTS"] <= 64  # `present` is a 64-bit mask
+    for c in COUNTERS:
+        for s in c.slots:
+            assert f"SYSSTAT_{s}" in consts, f"{c.key}: no slot {s}"
+
+
+def test_counters_from_slots_units_and_absence() -> None:
+    ids = {name.removeprefix("SYSSTAT_"): v for name, v in header("sysstat").constants.items()}
+    values = np.zeros(32, np.int64)
+    values[ids["ACTIVE_ANON"]] = 3
+    values[ids["ACTIVE_FILE"]] = 4
+    values[ids["KERNEL_STACK_KB"]] = 10
+    present = (1 << ids["ACTIVE_ANON"]) | (1 << ids["ACTIVE_FILE"]) | (1 << ids["KERNEL_STACK_KB"])
+    got = sysstat.counters_from_slots(values, present, ids, 16384)
+    assert got["active_bytes"] == 7 * 16384
+    assert got["active_anon_bytes"] == 3 * 16384
+    assert got["kernel_stack_bytes"] == 10 * 1024
+    assert got["inactive_bytes"] is None  # a missing part makes the sum absent, not smaller
+    assert got["bounce_bytes"] is None
+
+
+def test_parse_node_list() -> None:
+    assert sysstat.parse_node_list("0\n") == [0]
+    assert sysstat.parse_node_list("0-2,5") == [0, 1, 2, 5]
+    assert sysstat.parse_node_list("") == []
+
+
+def test_columns_and_groups() -> None:
+    from memwatcher.output import OutputFormat
+
+    resolve = sysstat._resolve_groups
+    assert resolve(None, False, OutputFormat.table) == ["part1"]
+    assert resolve(None, False, OutputFormat.json) == list(GROUPS)
+    assert resolve(["part2"], False, OutputFormat.json) == ["part2"]
+    assert resolve(None, True, OutputFormat.table) == list(GROUPS)
+    cols = sysstat.columns_for(["part2"], per_node=True)
+    assert cols[0].key == "node"
+    assert {c.key for c in cols[1:]} == {c.key for c in COUNTERS if c.group == "part2"}
+    assert all(c.unit == "bytes" for c in cols[1:])
+
+
+# ---------------------------------------------------------------- BPF tests
+
+
+@pytest.fixture(scope="module")
+def stat():
+    if not kernel.privileges().can_trace or not kernel.btf_available():
+        pytest.skip("needs root and kernel BTF")
+    with SysStat() as s:
+        yield s
+
+
+@requires_bpf
+def test_every_counter_matches_proc(stat: SysStat) -> None:
+    for _attempt in range(3):
+        before = proc_counters()
+        (got,) = _forced(stat)
+        after = proc_counters()
+        bad = _mismatches(before, got, after)
+        if not bad:
+            break
+    assert not bad, "\n".join(bad)
+    assert got.trigger in ("forced", "alloc")
+    assert got.free_bytes > 0 and got.active_bytes > 0 and got.slab_bytes > 0
+
+
+@requires_bpf
+def test_absent_counters_follow_kernel() -> None:
+    """A counter is None exactly when /proc/vmstat has no line for it (the kernel lacks it)."""
+    vmstat = _proc_kv("/proc/vmstat")
+    with SysStat() as s:
+        (got,) = _forced(s)
+    for c in COUNTERS:
+        if c.vmstat is not None:
+            assert (getattr(got, c.key) is None) == (c.vmstat not in vmstat), c.key
+
+
+@requires_bpf
+def test_forced_snapshot_without_allocations(stat: SysStat) -> None:
+    forced = stat.stats().forced
+    samples = stat.read(max_age_s=0.0)  # any snapshot is too old: forces one
+    assert stat.stats().forced == forced + 1
+    assert samples[0].snapshot_ns <= time.monotonic_ns()
+    assert time.monotonic_ns() - samples[0].snapshot_ns < 1e9
+
+
+@requires_bpf
+def test_per_node_rows_sum_to_total(stat: SysStat) -> None:
+    nodes = stat.read(per_node=True, max_age_s=0.0)
+    total = stat.read(max_age_s=math.inf)[0]
+    assert sorted(r.node for r in nodes) == sorted(stat.memory_nodes)
+    assert stat.missing_nodes() == []
+    for c in COUNTERS:
+        parts = [getattr(r, c.key) for r in nodes]
+        assert getattr(total, c.key) == (None if None in parts else sum(parts)), c.key
+
+
+@requires_bpf
+def test_anon_moves_with_a_child_touching_200_mib(stat: SysStat) -> None:
+    size = 200 * MIB
+    for _attempt in range(3):
+        (base,) = _forced(stat)
+        child = _start_anon_child(size)
+        try:
+            time.sleep(0.05)
+            # No forcing: the child's own page allocations took this snapshot.
+            (event,) = stat.read(max_age_s=math.inf)
+            before = proc_counters()
+            (loaded,) = _forced(stat)
+            after = proc_counters()
+        finally:
+            _stop(child)
+        (freed,) = _forced(stat)
+        grew = loaded.anon_pages_bytes - base.anon_pages_bytes
+        shrank = loaded.anon_pages_bytes - freed.anon_pages_bytes
+        if grew >= 0.9 * size and shrank >= 0.9 * size and event.anon_pages_bytes - base.anon_pages_bytes >= size / 2:
+            break
+    assert event.snapshot_ns > base.snapshot_ns
+    assert event.anon_pages_bytes - base.anon_pages_bytes >= size / 2, "allocation events did not move the snapshot"
+    assert 0.9 * size <= grew <= size + 64 * MIB, grew
+    assert shrank >= 0.9 * size, shrank
+    anon_lru = loaded.active_anon_bytes + loaded.inactive_anon_bytes
+    assert anon_lru - (base.active_anon_bytes + base.inactive_anon_bytes) >= 0.9 * size
+    assert not [m for m in _mismatches(before, loaded, after) if m.startswith(("anon_pages", "inactive_anon"))]
+
+
+@requires_bpf
+def test_dirty_moves_after_writing_a_file(stat: SysStat) -> None:
+    size = 64 * MIB
+    for _attempt in range(3):
+        (base,) = _forced(stat)
+        fd, path = tempfile.mkstemp(prefix="sysstat-dirty-", dir=_disk_dir())
+        try:
+            block = os.urandom(MIB)
+            for _ in range(size // MIB):
+                os.write(fd, block)  # no fsync: the pages stay dirty
+            before = proc_counters()
+            (written,) = _forced(stat)
+            after = proc_counters()
+        finally:
+            os.close(fd)
+            os.unlink(path)  # truncation drops the dirty pages without writing them
+        (removed,) = _forced(stat)
+        pending = written.dirty_bytes + written.writeback_bytes - base.dirty_bytes - base.writeback_bytes
+        dropped = written.dirty_bytes - removed.dirty_bytes
+        if pending >= 0.5 * size and dropped >= 0.5 * size:
+            break
+    assert pending >= 0.5 * size, pending
+    assert dropped >= 0.5 * size, dropped
+    assert not [m for m in _mismatches(before, written, after) if m.startswith(("dirty", "writeback"))]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "memwatcher.cli", "sysstat", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@requires_bpf
+def test_cli_json_has_every_key_and_count_stops() -> None:
+    proc = _cli("-o", "json", "-i", "0.2", "--count", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        row = json.loads(line)
+        assert set(row) == {"time"} | {c.key for c in COUNTERS}
+        assert row["free_bytes"] > 0 and row["active_bytes"] > 0
+
+
+@requires_bpf
+def test_cli_per_node_json_has_node() -> None:
+    proc = _cli("-o", "json", "-i", "0.1", "-c", "1", "--per-node", "-g", "part1")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert sorted(r["node"] for r in rows) == sorted(sysstat._node_list("has_memory"))
+    assert set(rows[0]) == {"time", "node"} | {c.key for c in COUNTERS if c.group == "part1"}
+
+
+@requires_bpf
+def test_cli_csv_header_and_table() -> None:
+    proc = _cli("-o", "csv", "-i", "0.1", "-c", "2", "--all")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split(",") == ["time"] + [c.key for c in COUNTERS]
+    assert len(lines) == 3
+    table = _cli("-i", "0.1", "-c", "1")
+    assert table.returncode == 0, table.stderr
+    assert "ACTIVE" in table.stdout and "FREE" in table.stdout and "SLAB" not in table.stdout
+
+
+def test_cli_bad_group_is_a_usage_error() -> None:
+    proc = _cli("-g", "nosuch", "-c", "1")
+    assert proc.returncode == 2
+    assert "unknown group" in proc.stderr
+
+
+@requires_bpf
+def test_cli_sigterm_exits_cleanly() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memwatcher.cli", "sysstat", "-o", "json", "-i", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline()  # running: one sample out
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        _stop(proc)
