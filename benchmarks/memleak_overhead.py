@@ -1,0 +1,131 @@
+"""Overhead of memleak on a malloc/free-heavy C workload, as ratios in one run.
+
+Configurations, each timed by the workload itself (CLOCK_MONOTONIC around its
+loop, so start-up and attach are excluded), median of ``--repeat`` runs:
+
+* untraced;
+* floor: a bare uprobe + uretprobe on malloc and a uprobe on free whose BPF
+  program only increments a counter (the cost of the probes themselves);
+* memleak default, ``--combined-only`` and ``--sample-rate 100``.
+
+Run as root: ``.venv/bin/python benchmarks/memleak_overhead.py [--pairs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from memwatcher.libbpf import BPFObject
+from memwatcher.tools.memleak import MemleakOptions, UserMemleak, _find_mapped_library
+
+TOP = Path(__file__).resolve().parents[1]
+
+WORKLOAD_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+int main(int argc, char **argv)
+{
+	long pairs = atol(argv[1]);
+	void *keep[64] = {0};
+	struct timespec a, b;
+	char line[8];
+	printf("ready\n");
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return 1;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (long i = 0; i < pairs; i++) {
+		/* a small working set of live blocks of varied sizes */
+		free(keep[i & 63]);
+		keep[i & 63] = malloc(16 + (i * 37) % 500);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	for (int i = 0; i < 64; i++)
+		free(keep[i]);
+	printf("%ld\n", (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec));
+	return 0;
+}
+"""
+
+
+class _Floor:
+    """The bare probes: trigger.bpf.o's counting uprobe on malloc (entry, return) and free."""
+
+    def __init__(self, pid: int, obj_path: Path) -> None:
+        self.obj = BPFObject.open(obj_path)
+        for prog in self.obj.programs.values():
+            prog.autoload = prog.name == "on_getpid"
+        self.obj.load()
+        libc = f"/proc/{pid}/root{_find_mapped_library(pid, None)}"
+        prog = self.obj.programs.on_getpid
+        prog.attach_uprobe(libc, "malloc", pid=pid, retprobe=True)
+        prog.attach_uprobe(libc, "malloc", pid=pid)
+        prog.attach_uprobe(libc, "free", pid=pid)
+
+    def __enter__(self) -> _Floor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.obj.close()
+
+
+def _run_once(exe: Path, pairs: int, tracer: Callable[[int], AbstractContextManager]) -> int:
+    proc = subprocess.Popen([str(exe), str(pairs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        with tracer(proc.pid):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            elapsed_ns = int(proc.stdout.readline())
+        proc.wait(timeout=60)
+        return elapsed_ns
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200_000, help="malloc/free pairs per run")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "work.c").write_text(WORKLOAD_C)
+        exe = d / "work"
+        subprocess.run(["gcc", "-O2", "-o", str(exe), str(d / "work.c")], check=True)
+        subprocess.run(
+            [str(TOP / "build.sh"), str(d), str(TOP / "tests" / "bpf" / "trigger.bpf.c")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        configs: dict[str, Callable[[int], AbstractContextManager]] = {
+            "untraced": lambda pid: nullcontext(),
+            "floor (bare uprobes)": lambda pid: _Floor(pid, d / "trigger.bpf.o"),
+            "memleak": lambda pid: UserMemleak(pid),
+            "memleak --combined-only": lambda pid: UserMemleak(pid, MemleakOptions(combined_only=True)),
+            "memleak --sample-rate 100": lambda pid: UserMemleak(pid, MemleakOptions(sample_rate=100)),
+        }
+        results = {}
+        for name, tracer in configs.items():
+            results[name] = statistics.median(_run_once(exe, args.pairs, tracer) for _ in range(args.repeat))
+    base, floor = results["untraced"], results["floor (bare uprobes)"]
+    print(f"{args.pairs} malloc/free pairs, median of {args.repeat} runs")
+    print(f"{'configuration':28} {'ns/pair':>10} {'x untraced':>11} {'x floor':>8}")
+    for name, ns in results.items():
+        print(f"{name:28} {ns / args.pairs:10.0f} {ns / base:11.1f} {ns / floor:8.2f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

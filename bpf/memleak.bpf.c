@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: GPL-2.0
+/* memleak: outstanding allocations by call stack.
+ *
+ * User space: uprobes/uretprobes on the target's allocator. Kernel: raw
+ * tracepoints of the slab, page and percpu allocators. Both feed the same
+ * maps: `allocs` (address -> size, time, stack id), `stacks` (stack id ->
+ * frames) and `combined` (stack id -> outstanding bytes and allocations,
+ * updated atomically, rows deleted when they reach zero). */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "records.bpf.h"
+#include "memleak.h"
+
+#define EEXIST 17 /* errno, from uapi asm-generic/errno-base.h */
+
+EXPORT_RECORD(memleak_alloc);
+EXPORT_RECORD(memleak_combined);
+EXPORT_RECORD(memleak_inflight);
+
+/* Configuration, set by user space before load. */
+const volatile __u32 target_tgid = 0;     /* 0: every process (kernel mode) */
+const volatile __u64 min_size_bytes = 0;
+const volatile __u64 max_size_bytes = ~0ULL;
+const volatile __u32 sample_rate = 1;     /* record one allocation in N */
+const volatile __u64 stack_flags = 0;     /* BPF_F_USER_STACK for user space */
+const volatile __u64 page_size_bytes = 4096;
+const volatile __u64 percpu_copies = 1;   /* possible CPUs: copies of a percpu area */
+const volatile bool wa_missing_free = false;
+const volatile __u32 stop_signal = 0;    /* sent to the target in _exit (SIGSTOP), 0: none */
+
+/* Diagnostics: nothing is lost silently. */
+__u64 lost_allocs = 0;    /* `allocs` full: allocation not tracked */
+__u64 lost_stacks = 0;    /* `combined` full: per-stack totals incomplete */
+__u64 stack_errors = 0;   /* bpf_get_stackid failed (`stacks` full or collision) */
+__u64 lost_inflight = 0;  /* `inflight` full: an allocator call was missed */
+__u64 missed_frees = 0;   /* address allocated twice without a free seen */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct memleak_alloc);
+} allocs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __s64);
+	__type(value, struct memleak_combined);
+} combined SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MEMLEAK_STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct memleak_inflight);
+} inflight SEC(".maps");
+
+/* ------------------------------------------------------------ shared core */
+
+static __always_inline bool wanted(__u64 size)
+{
+	if (size < min_size_bytes || size > max_size_bytes)
+		return false;
+	return sample_rate <= 1 || bpf_get_prandom_u32() % sample_rate == 0;
+}
+
+static __always_inline void combined_add(__s64 stack_id, __u64 size)
+{
+	struct memleak_combined *c, init = { .bytes = size, .allocs = 1 };
+
+	c = bpf_map_lookup_elem(&combined, &stack_id);
+	if (!c) {
+		if (!bpf_map_update_elem(&combined, &stack_id, &init, BPF_NOEXIST))
+			return;
+		/* Another CPU created the row meanwhile, or the map is full. */
+		c = bpf_map_lookup_elem(&combined, &stack_id);
+		if (!c) {
+			__sync_fetch_and_add(&lost_stacks, 1);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&c->bytes, size);
+	__sync_fetch_and_add(&c->allocs, 1);
+}
+
+static __always_inline void combined_sub(__s64 stack_id, __u64 size)
+{
+	struct memleak_combined *c = bpf_map_lookup_elem(&combined, &stack_id);
+
+	if (!c)
+		return;
+	__sync_fetch_and_sub(&c->bytes, size);
+	if (__sync_fetch_and_sub(&c->allocs, 1) == 1)
+		bpf_map_delete_elem(&combined, &stack_id);
+}
+
+static __always_inline void free_key(__u64 key)
+{
+	struct memleak_alloc *a = bpf_map_lookup_elem(&allocs, &key);
+	__s64 stack_id;
+	__u64 size;
+
+	if (!a)
+		return;
+	stack_id = a->stack_id;
+	size = a->size_bytes;
+	/* Only the deleter accounts the free: two racing frees count once. */
+	if (bpf_map_delete_elem(&allocs, &key) == 0)
+		combined_sub(stack_id, size);
+}
+
+static __always_inline void record_alloc(void *ctx, __u64 key, __u64 size)
+{
+	struct memleak_alloc a = { .size_bytes = size, .ts_ns = bpf_ktime_get_ns() };
+	long err;
+
+	a.stack_id = bpf_get_stackid(ctx, &stacks, stack_flags);
+	if (a.stack_id < 0)
+		__sync_fetch_and_add(&stack_errors, 1);
+	/* Insert first: the common case costs one map operation. */
+	err = bpf_map_update_elem(&allocs, &key, &a, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* Allocated again with no free seen (a free we cannot observe). */
+		__sync_fetch_and_add(&missed_frees, 1);
+		if (wa_missing_free)
+			free_key(key);
+		err = bpf_map_update_elem(&allocs, &key, &a, BPF_ANY);
+	}
+	if (err) {
+		__sync_fetch_and_add(&lost_allocs, 1);
+		return;
+	}
+	combined_add(a.stack_id, size);
+}
+
+/* ------------------------------------------------------------ user space */
+
+static __always_inline bool is_target(__u32 *tid)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	*tid = (__u32)id;
+	return !target_tgid || (id >> 32) == target_tgid;
+}
+
+/* Entry of an allocating call; `old` (realloc, mremap) is freed here, before
+ * the allocator can hand the same address to another thread. */
+static __always_inline int alloc_enter(__u64 size, __u64 old, __u64 memptr)
+{
+	struct memleak_inflight *f, n = {};
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	f = bpf_map_lookup_elem(&inflight, &tid);
+	if (f) {
+		f->depth++; /* only this thread touches its entry */
+		return 0;
+	}
+	if (old)
+		free_key(old);
+	n.size_bytes = size;
+	n.memptr = memptr;
+	n.depth = 1;
+	n.record = wanted(size);
+	if (bpf_map_update_elem(&inflight, &tid, &n, BPF_ANY))
+		__sync_fetch_and_add(&lost_inflight, 1);
+	return 0;
+}
+
+/* Return of an allocating call with its result (0 or MAP_FAILED: none). */
+static __always_inline int alloc_exit(void *ctx, __u64 address, bool via_memptr)
+{
+	struct memleak_inflight *f, n;
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	f = bpf_map_lookup_elem(&inflight, &tid);
+	if (!f)
+		return 0;
+	if (f->depth > 1) {
+		f->depth--;
+		return 0;
+	}
+	n = *f;
+	bpf_map_delete_elem(&inflight, &tid);
+	if (!n.record)
+		return 0;
+	if (via_memptr) {
+		/* posix_memalign returns 0 on success and stores the pointer. */
+		if (address != 0 || bpf_probe_read_user(&address, sizeof(address), (void *)n.memptr))
+			return 0;
+	}
+	if (address == 0 || address == (__u64)-1)
+		return 0;
+	record_alloc(ctx, address, n.size_bytes);
+	return 0;
+}
+
+static __always_inline int free_enter(__u64 address)
+{
+	__u32 tid;
+
+	if (!is_target(&tid) || !address)
+		return 0;
+	/* A free inside realloc & co. belongs to that call, already accounted. */
+	if (bpf_map_lookup_elem(&inflight, &tid))
+		return 0;
+	free_key(address);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(malloc_enter, size_t size)
+{
+	return alloc_enter(size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(calloc_enter, size_t nmemb, size_t size)
+{
+	return alloc_enter(nmemb * size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(realloc_enter, void *ptr, size_t size)
+{
+	return alloc_enter(size, (__u64)ptr, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(reallocarray_enter, void *ptr, size_t nmemb, size_t size)
+{
+	return alloc_enter(nmemb * size, (__u64)ptr, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(posix_memalign_enter, void **memptr, size_t alignment, size_t size)
+{
+	return alloc_enter(size, 0, (__u64)memptr);
+}
+
+/* aligned_alloc and memalign: (alignment, size). */
+SEC("uprobe")
+int BPF_KPROBE(aligned_enter, size_t alignment, size_t size)
+{
+	return alloc_enter(size, 0, 0);
+}
+
+/* valloc and pvalloc: (size). */
+SEC("uprobe")
+int BPF_KPROBE(valloc_enter, size_t size)
+{
+	return alloc_enter(size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(mmap_enter, void *addr, size_t length)
+{
+	return alloc_enter(length, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(mremap_enter, void *old_address, size_t old_size, size_t new_size)
+{
+	return alloc_enter(new_size, (__u64)old_address, 0);
+}
+
+/* Return of every call above except posix_memalign. */
+SEC("uretprobe")
+int BPF_KRETPROBE(alloc_return, void *ret)
+{
+	return alloc_exit(ctx, (__u64)ret, false);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(posix_memalign_return, int ret)
+{
+	return alloc_exit(ctx, (__u64)(long)ret, true);
+}
+
+/* free and munmap: (address, ...). */
+SEC("uprobe")
+int BPF_KPROBE(free_enter_prog, void *address)
+{
+	return free_enter((__u64)address);
+}
+
+/* _exit: hold the target (SIGSTOP from user space) so its final report can still read its
+ * memory map; memwatcher sends SIGCONT afterwards. */
+SEC("uprobe")
+int BPF_KPROBE(exit_enter)
+{
+	__u32 tid;
+
+	if (stop_signal && is_target(&tid))
+		bpf_send_signal(stop_signal);
+	return 0;
+}
+
+/* ------------------------------------------------------------ kernel */
+
+static __always_inline int kernel_alloc(void *ctx, __u64 address, __u64 tag, __u64 size)
+{
+	__u32 tid;
+
+	/* With a target, only allocations made in its context; frees from anywhere. */
+	if (!address || !is_target(&tid) || !wanted(size))
+		return 0;
+	record_alloc(ctx, address | tag, size);
+	return 0;
+}
+
+/* kmalloc: (call_site, ptr, bytes_req, bytes_alloc, ...) on every kernel
+ * since 4.x; 6.1 appended `node` and removed kmalloc_node, which had the
+ * same leading arguments. */
+SEC("raw_tp/kmalloc")
+int BPF_PROG(kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req, size_t bytes_alloc)
+{
+	return kernel_alloc(ctx, (__u64)ptr, MEMLEAK_TAG_SLAB, bytes_alloc);
+}
+
+SEC("raw_tp/kmalloc_node")
+int BPF_PROG(kmalloc_node, unsigned long call_site, const void *ptr, size_t bytes_req, size_t bytes_alloc)
+{
+	return kernel_alloc(ctx, (__u64)ptr, MEMLEAK_TAG_SLAB, bytes_alloc);
+}
+
+/* kmem_cache_alloc before 6.1: the kmem_alloc class, sizes as arguments. */
+SEC("raw_tp/kmem_cache_alloc")
+int BPF_PROG(kmem_cache_alloc_sizes, unsigned long call_site, const void *ptr, size_t bytes_req,
+	     size_t bytes_alloc)
+{
+	return kernel_alloc(ctx, (__u64)ptr, MEMLEAK_TAG_SLAB, bytes_alloc);
+}
+
+SEC("raw_tp/kmem_cache_alloc_node")
+int BPF_PROG(kmem_cache_alloc_node, unsigned long call_site, const void *ptr, size_t bytes_req,
+	     size_t bytes_alloc)
+{
+	return kernel_alloc(ctx, (__u64)ptr, MEMLEAK_TAG_SLAB, bytes_alloc);
+}
+
+/* kmem_cache_alloc since 6.1 (commit 2c1d697fb8ba): (call_site, ptr,
+ * struct kmem_cache *s, gfp_flags, node); the size is the cache's. */
+SEC("raw_tp/kmem_cache_alloc")
+int BPF_PROG(kmem_cache_alloc_cache, unsigned long call_site, const void *ptr, struct kmem_cache *s)
+{
+	return kernel_alloc(ctx, (__u64)ptr, MEMLEAK_TAG_SLAB, BPF_CORE_READ(s, size));
+}
+
+/* kfree (call_site, ptr) and kmem_cache_free (call_site, ptr[, name | s]):
+ * the pointer is the second argument on every kernel. */
+SEC("raw_tp/kfree")
+int BPF_PROG(kfree, unsigned long call_site, const void *ptr)
+{
+	free_key((__u64)ptr | MEMLEAK_TAG_SLAB);
+	return 0;
+}
+
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(kmem_cache_free, unsigned long call_site, const void *ptr)
+{
+	free_key((__u64)ptr | MEMLEAK_TAG_SLAB);
+	return 0;
+}
+
+/* Pages are keyed by their struct page (one per pfn). */
+SEC("raw_tp/mm_page_alloc")
+int BPF_PROG(mm_page_alloc, struct page *page, unsigned int order)
+{
+	return kernel_alloc(ctx, (__u64)page, MEMLEAK_TAG_PAGE, page_size_bytes << order);
+}
+
+SEC("raw_tp/mm_page_free")
+int BPF_PROG(mm_page_free, struct page *page)
+{
+	free_key((__u64)page | MEMLEAK_TAG_PAGE);
+	return 0;
+}
+
+/* Order-0 pages freed in batches (release_pages and friends). */
+SEC("raw_tp/mm_page_free_batched")
+int BPF_PROG(mm_page_free_batched, struct page *page)
+{
+	free_key((__u64)page | MEMLEAK_TAG_PAGE);
+	return 0;
+}
+
+/* percpu_alloc_percpu until 5.19: (reserved, is_atomic, size, align,
+ * base_addr, off, ptr); one copy of `size` bytes per possible CPU. */
+SEC("raw_tp/percpu_alloc_percpu")
+int BPF_PROG(percpu_alloc_short, bool reserved, bool is_atomic, size_t size, size_t align, void *base_addr,
+	     int off, void *ptr)
+{
+	return kernel_alloc(ctx, (__u64)ptr, MEMLEAK_TAG_PERCPU, size * percpu_copies);
+}
+
+/* Since 6.0 (commit f67bed134a05): (call_site, reserved, is_atomic, size,
+ * align, base_addr, off, ptr, bytes_alloc, gfp_flags). */
+SEC("raw_tp/percpu_alloc_percpu")
+int BPF_PROG(percpu_alloc_call_site, unsigned long call_site, bool reserved, bool is_atomic, size_t size,
+	     size_t align, void *base_addr, int off, void *ptr, size_t bytes_alloc)
+{
+	return kernel_alloc(ctx, (__u64)ptr, MEMLEAK_TAG_PERCPU, bytes_alloc);
+}
+
+SEC("raw_tp/percpu_free_percpu")
+int BPF_PROG(percpu_free_percpu, void *base_addr, int off, void *ptr)
+{
+	free_key((__u64)ptr | MEMLEAK_TAG_PERCPU);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

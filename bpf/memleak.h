@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Records of the memleak report, shared by bpf/memleak.bpf.c and Python. */
+#ifndef MEMWATCHER_MEMLEAK_H
+#define MEMWATCHER_MEMLEAK_H
+
+/* Frames kept per stack (the kernel's PERF_MAX_STACK_DEPTH). */
+#define MEMLEAK_STACK_DEPTH 127
+
+/* Low two bits of a kernel key say what the address is: slab objects are at
+ * least 8-aligned, struct page pointers 64-aligned, percpu pointers 4-aligned,
+ * so the tag never collides with an address bit. */
+#define MEMLEAK_TAG_SLAB 0
+#define MEMLEAK_TAG_PAGE 1
+#define MEMLEAK_TAG_PERCPU 2
+#define MEMLEAK_TAG_MASK 3
+
+/* Value of the `allocs` map, keyed by address (kernel: address | tag). */
+struct memleak_alloc {
+	__u64 size_bytes;
+	__u64 ts_ns;      /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at allocation */
+	__s64 stack_id;   /* id in `stacks`, negative: the stack was not recorded */
+};
+
+/* Value of the `combined` map, keyed by stack id (__s64). */
+struct memleak_combined {
+	__u64 bytes;      /* outstanding bytes from this stack */
+	__u64 allocs;     /* outstanding allocations from this stack */
+};
+
+/* Value of the `inflight` map, keyed by thread id: an allocator call between
+ * its entry and its return. Nested calls (realloc calling malloc) only count
+ * the outermost one. */
+struct memleak_inflight {
+	__u64 size_bytes;
+	__u64 memptr;     /* posix_memalign: where the result is stored */
+	__u32 depth;      /* allocator calls of this thread on the stack */
+	__u32 record;     /* 1: sampled and within the size limits */
+};
+
+#endif

@@ -1,0 +1,1087 @@
+"""`memwatcher memleak`: which call stacks hold memory that was never freed.
+
+User space (``--pid PID`` or ``--command "CMD ARGS"``): uprobes and
+uretprobes on the target's allocator (malloc, calloc, realloc, reallocarray,
+posix_memalign, aligned_alloc, memalign, valloc, pvalloc, free, mmap, munmap,
+mremap). Kernel (``--kernel``): the raw tracepoints kmem:kmalloc, kfree,
+kmem_cache_alloc, kmem_cache_free, mm_page_alloc, mm_page_free(_batched) and,
+with ``--percpu``, percpu_alloc_percpu / percpu_free_percpu; the program
+variant matching the running kernel's tracepoint arguments is chosen from
+kernel BTF (:func:`kernel_programs`).
+
+BPF keeps every outstanding allocation (address -> size, time, stack id), the
+stacks, and per-stack totals. Both modes share :class:`LeakReport` and its
+writers (text, JSON, folded stacks, pprof).
+
+Library use::
+
+    with UserMemleak(pid) as leaks:
+        time.sleep(5)
+        report = leaks.read(top=10)        # LeakReport
+        for stack in report.stacks:
+            print(stack.outstanding_bytes, stack.outstanding_allocs, stack.frames[0].function)
+
+Sizes are bytes as requested from the allocator (kernel: bytes actually
+allocated, ``page size << order`` for pages), counts are allocations, ages are
+seconds. Every value is a snapshot of what is outstanding now, not cumulative;
+the ``lost_*`` diagnostics are cumulative since the tracer started.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import gzip
+import json
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import numpy as np
+import typer
+
+from .. import kernel
+from ..errors import MemwatcherError, NoSuchProcessError
+from ..libbpf import BPFObject, LibbpfError, possible_cpus
+from ..objects import header, object_path
+from ..options import Count, Duration, Interval, schedule
+from ..output import human_bytes, timestamp
+from ..runner import run_periodic, stop_on_signals
+from ..symbolize import Frame, SymbolizeError, Symbolizer
+
+__all__ = [
+    "USER_FUNCTIONS",
+    "CommandNotFoundError",
+    "CommandProcess",
+    "KernelMemleak",
+    "KernelPrograms",
+    "LeakReport",
+    "LeakStack",
+    "MemleakOptions",
+    "OutstandingAllocation",
+    "TargetError",
+    "UserMemleak",
+    "encode_pprof",
+    "format_folded",
+    "format_text",
+    "kernel_programs",
+    "plan",
+    "register",
+    "report_json",
+]
+
+# Allocator function -> (entry program, return program or None). The same
+# program serves functions whose arguments sit in the same places.
+USER_FUNCTIONS: dict[str, tuple[str, str | None]] = {
+    "malloc": ("malloc_enter", "alloc_return"),
+    "calloc": ("calloc_enter", "alloc_return"),
+    "realloc": ("realloc_enter", "alloc_return"),
+    "reallocarray": ("reallocarray_enter", "alloc_return"),
+    "posix_memalign": ("posix_memalign_enter", "posix_memalign_return"),
+    "aligned_alloc": ("aligned_enter", "alloc_return"),
+    "memalign": ("aligned_enter", "alloc_return"),
+    "valloc": ("valloc_enter", "alloc_return"),
+    "pvalloc": ("valloc_enter", "alloc_return"),
+    "free": ("free_enter_prog", None),
+    "mmap": ("mmap_enter", "alloc_return"),
+    "munmap": ("free_enter_prog", None),
+    "mremap": ("mremap_enter", "alloc_return"),
+}
+_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {"exit_enter"}
+
+_BPF_F_USER_STACK = 1 << 8  # include/uapi/linux/bpf.h, stable ABI
+_LIBC = re.compile(r"(^|/)libc(\.so|-\d[\d.]*\.so)")
+
+
+class TargetError(MemwatcherError):
+    """The process or library to trace is unusable (gone, kernel thread, no allocator)."""
+
+
+class CommandNotFoundError(TargetError):
+    """The command given with --command does not exist or is not executable."""
+
+
+@dataclass(frozen=True)
+class MemleakOptions:
+    """What the BPF side records. Zero values are the defaults.
+
+    ``sample_rate`` N records one allocation in N (reports scale totals by N
+    and mark them as estimates). ``max_*`` size the BPF maps: outstanding
+    allocations, distinct stacks, threads inside an allocator call at once.
+    """
+
+    min_size_bytes: int = 0
+    max_size_bytes: int | None = None
+    sample_rate: int = 1
+    combined_only: bool = False
+    wa_missing_free: bool = True
+    max_allocs: int = 262144
+    max_stacks: int = 16384
+    max_threads: int = 16384
+    percpu: bool = False  # kernel mode: also percpu allocations
+
+
+@dataclass(frozen=True)
+class OutstandingAllocation:
+    """One allocation not freed yet (``--show-allocs``)."""
+
+    address: int
+    size_bytes: int
+    age_s: float
+    stack_id: int
+    kind: str  # "user", "slab", "page" or "percpu"
+
+
+@dataclass
+class LeakStack:
+    """Outstanding memory allocated from one call stack.
+
+    ``frames`` are innermost first (inlined functions get their own frame);
+    ``oldest_age_s`` is None with ``combined_only`` (no per-allocation times).
+    With sampling, bytes and allocations are estimates (scaled).
+    """
+
+    stack_id: int
+    outstanding_bytes: int
+    outstanding_allocs: int
+    oldest_age_s: float | None
+    addresses: list[int]
+    frames: list[Frame] = field(default_factory=list)
+
+
+@dataclass
+class LeakReport:
+    """One snapshot of outstanding allocations, top stacks first.
+
+    ``total_*`` cover every stack, not only the ``stacks`` shown. ``lost_*``
+    are cumulative: allocations not tracked because a map was full
+    (``lost_allocs``), stacks whose totals are incomplete (``lost_stacks``),
+    stacks not recorded (``stack_errors``), allocator calls missed
+    (``lost_inflight``) and addresses allocated twice with no free seen
+    (``missed_frees``).
+    """
+
+    time: str
+    target: str  # "pid 123", "kernel"
+    stacks: list[LeakStack]
+    total_outstanding_bytes: int
+    total_outstanding_allocs: int
+    estimated: bool
+    sample_rate: int
+    lost_allocs: int = 0
+    lost_stacks: int = 0
+    stack_errors: int = 0
+    lost_inflight: int = 0
+    missed_frees: int = 0
+    allocations: list[OutstandingAllocation] = field(default_factory=list)
+    final: bool = False
+
+    @property
+    def lost(self) -> dict[str, int]:
+        return {
+            "lost_allocs": self.lost_allocs,
+            "lost_stacks": self.lost_stacks,
+            "stack_errors": self.stack_errors,
+            "lost_inflight": self.lost_inflight,
+            "missed_frees": self.missed_frees,
+        }
+
+
+# ---------------------------------------------------------------- kernel variants
+
+
+@dataclass
+class KernelPrograms:
+    """Programs to load for this kernel: program name -> tracepoint, and why."""
+
+    enabled: dict[str, str] = field(default_factory=dict)
+    variants: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def kernel_programs(params_of: Callable[[str], list[str] | None], percpu: bool = False) -> KernelPrograms:
+    """Choose the kernel programs from tracepoint argument lists.
+
+    ``params_of(name)`` gives a raw tracepoint's argument type names (without
+    the context pointer), None when the kernel lacks it:
+    :func:`memwatcher.kernel.tracepoint_params` on the running kernel, test
+    data for others.
+    """
+    out = KernelPrograms()
+
+    def need(tp: str, prog: str, required: bool = True, check: Callable[[list[str]], bool] | None = None) -> bool:
+        params = params_of(tp)
+        if params is None:
+            if required:
+                out.problems.append(f"tracepoint {tp} is missing")
+            return False
+        if check is not None and not check(params):
+            out.problems.append(f"tracepoint {tp} has unknown arguments ({', '.join(params)})")
+            return False
+        out.enabled[prog] = tp
+        return True
+
+    def slab_sizes(p: list[str]) -> bool:  # (call_site, ptr, bytes_req, bytes_alloc, ...)
+        return len(p) >= 4 and p[1].endswith("*") and p[2] == p[3] == "size_t"
+
+    need("kmalloc", "kmalloc", check=slab_sizes)
+    # Before 6.1 the NUMA variants were separate events with the same leading arguments.
+    need("kmalloc_node", "kmalloc_node", required=False, check=slab_sizes)
+    need("kmem_cache_alloc_node", "kmem_cache_alloc_node", required=False, check=slab_sizes)
+    cache = params_of("kmem_cache_alloc")
+    if cache is None:
+        out.problems.append("tracepoint kmem_cache_alloc is missing")
+    elif len(cache) >= 3 and cache[2] == "struct kmem_cache *":
+        out.enabled["kmem_cache_alloc_cache"] = "kmem_cache_alloc"
+        out.variants.append("kmem_cache_alloc(call_site, ptr, s): size from the cache (6.1+)")
+    elif slab_sizes(cache):
+        out.enabled["kmem_cache_alloc_sizes"] = "kmem_cache_alloc"
+        out.variants.append("kmem_cache_alloc(call_site, ptr, bytes_req, bytes_alloc) (before 6.1)")
+    else:
+        out.problems.append(f"tracepoint kmem_cache_alloc has unknown arguments ({', '.join(cache)})")
+
+    def frees_ptr(p: list[str]) -> bool:  # (call_site, ptr, ...)
+        return len(p) >= 2 and p[1].endswith("*")
+
+    need("kfree", "kfree", check=frees_ptr)
+    need("kmem_cache_free", "kmem_cache_free", check=frees_ptr)
+    need("mm_page_alloc", "mm_page_alloc", check=lambda p: len(p) >= 2 and p[0] == "struct page *")
+    need("mm_page_free", "mm_page_free", check=lambda p: len(p) >= 1 and p[0] == "struct page *")
+    need("mm_page_free_batched", "mm_page_free_batched", required=False, check=lambda p: p[0] == "struct page *")
+    if percpu:
+        pa = params_of("percpu_alloc_percpu")
+        if pa is None:
+            out.problems.append("tracepoint percpu_alloc_percpu is missing")
+        elif len(pa) >= 9 and pa[0] == "long unsigned int" and pa[7] == "void *":
+            out.enabled["percpu_alloc_call_site"] = "percpu_alloc_percpu"
+            out.variants.append("percpu_alloc_percpu(call_site, ..., ptr, bytes_alloc, gfp) (6.0+)")
+        elif len(pa) >= 7 and pa[0] == "bool" and pa[6] == "void *":
+            out.enabled["percpu_alloc_short"] = "percpu_alloc_percpu"
+            out.variants.append("percpu_alloc_percpu(reserved, is_atomic, size, ..., ptr) (before 6.0)")
+        else:
+            out.problems.append(f"tracepoint percpu_alloc_percpu has unknown arguments ({', '.join(pa)})")
+        need("percpu_free_percpu", "percpu_free_percpu", check=lambda p: len(p) >= 3 and p[2] == "void *")
+    if any(p in out.enabled for p in ("kmalloc_node", "kmem_cache_alloc_node")):
+        out.variants.append("separate *_node events (before 6.1)")
+    return out
+
+
+def plan() -> kernel.Plan:
+    """Hooks of both modes on this kernel (uprobes for user space, tracepoints for --kernel)."""
+    programs = kernel_programs(kernel.tracepoint_params, percpu=True)
+    hooks = [kernel.Hook("uprobes (user space)", True, required=True)]
+    hooks += [kernel.tracepoint_hook(tp) for tp in sorted(set(programs.enabled.values()))]
+    variant = "; ".join(programs.variants) or "default"
+    return kernel.Plan("memleak", hooks=hooks, variant=variant, problems=programs.problems)
+
+
+# ---------------------------------------------------------------- tracers
+
+
+class _Tracer:
+    """Loaded memleak object and the code that turns its maps into reports."""
+
+    target = ""
+    pid: int | None = None
+
+    def __init__(self, options: MemleakOptions) -> None:
+        kernel.require_bpf()
+        self.options = options
+        self._stack = ExitStack()
+        self._layouts = header("memleak")
+        self._symbolizer: Symbolizer | None = None
+        self.warnings: list[str] = []
+
+    def _open(self, programs: set[str], stack_flags: int) -> BPFObject:
+        opts = self.options
+        obj = self._stack.enter_context(BPFObject.open(object_path("memleak")))
+        for prog in obj.programs.values():
+            prog.autoload = prog.name in programs
+        obj.rodata.min_size_bytes = opts.min_size_bytes
+        obj.rodata.max_size_bytes = opts.max_size_bytes if opts.max_size_bytes is not None else (1 << 64) - 1
+        obj.rodata.sample_rate = max(1, opts.sample_rate)
+        obj.rodata.stack_flags = stack_flags
+        obj.rodata.wa_missing_free = opts.wa_missing_free
+        obj.maps.allocs.max_entries = opts.max_allocs
+        obj.maps.combined.max_entries = opts.max_stacks
+        obj.maps.stacks.max_entries = opts.max_stacks
+        obj.maps.inflight.max_entries = opts.max_threads
+        return obj
+
+    def close(self) -> None:
+        if self._symbolizer is not None:
+            self._symbolizer.close()
+            self._symbolizer = None
+        self._stack.close()
+
+    def __enter__(self) -> _Tracer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading
+
+    def read(
+        self, *, top: int | None = 10, min_age_s: float = 0.0, sort: str = "bytes", show_allocs: bool = False
+    ) -> LeakReport:
+        """Outstanding allocations now, grouped by stack, the ``top`` first by ``sort``."""
+        obj: BPFObject = self.obj
+        rate = max(1, self.options.sample_rate)
+        allocations: list[OutstandingAllocation] = []
+        if self.options.combined_only:
+            keys, values = obj.maps.combined.read_all(np.int64, self._layouts.memleak_combined)
+            ids = keys.astype(np.int64)
+            sizes = values["bytes"].astype(np.int64)
+            counts = values["allocs"].astype(np.int64)
+            oldest: np.ndarray | None = None
+        else:
+            now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
+            keys, values = obj.maps.allocs.read_all(np.uint64, self._layouts.memleak_alloc)
+            ages_s = np.maximum(now_ns - values["ts_ns"].astype(np.int64), 0) / 1e9
+            keep = ages_s >= min_age_s
+            keys, values, ages_s = keys[keep], values[keep], ages_s[keep]
+            ids, inverse = np.unique(values["stack_id"], return_inverse=True)
+            sizes = np.bincount(inverse, weights=values["size_bytes"], minlength=len(ids)).astype(np.int64)
+            counts = np.bincount(inverse, minlength=len(ids)).astype(np.int64)
+            oldest = np.zeros(len(ids))
+            np.maximum.at(oldest, inverse, ages_s)
+            if show_allocs:
+                order = np.argsort(-ages_s)
+                allocations = [
+                    OutstandingAllocation(
+                        int(keys[i]) & ~self._tag_mask,
+                        int(values["size_bytes"][i]),
+                        float(ages_s[i]),
+                        int(values["stack_id"][i]),
+                        self._kind(int(keys[i])),
+                    )
+                    for i in order
+                ]
+        primary, secondary = (sizes, counts) if sort == "bytes" else (counts, sizes)
+        order = np.lexsort((ids, -secondary, -primary))
+        if top is not None:
+            order = order[:top]
+        stacks = []
+        for i in order:
+            addresses = self._stack_addresses(int(ids[i]))
+            stacks.append(
+                LeakStack(
+                    int(ids[i]),
+                    int(sizes[i]) * rate,
+                    int(counts[i]) * rate,
+                    float(oldest[i]) if oldest is not None else None,
+                    addresses,
+                    self.frames(addresses),
+                )
+            )
+        bss = obj.bss
+        return LeakReport(
+            time=timestamp(),
+            target=self.target,
+            stacks=stacks,
+            total_outstanding_bytes=int(sizes.sum()) * rate,
+            total_outstanding_allocs=int(counts.sum()) * rate,
+            estimated=rate > 1,
+            sample_rate=rate,
+            lost_allocs=bss.lost_allocs,
+            lost_stacks=bss.lost_stacks,
+            stack_errors=bss.stack_errors,
+            lost_inflight=bss.lost_inflight,
+            missed_frees=bss.missed_frees,
+            allocations=allocations,
+        )
+
+    _tag_mask = 0
+
+    def _kind(self, key: int) -> str:
+        return "user"
+
+    def _stack_addresses(self, stack_id: int) -> list[int]:
+        if stack_id < 0:
+            return []
+        raw = self.obj.maps.stacks.lookup(stack_id)
+        if raw is None:
+            return []
+        ips = np.frombuffer(raw, np.uint64)
+        n = int(np.argmin(ips != 0)) if (ips == 0).any() else len(ips)
+        return [int(a) for a in ips[:n]]
+
+    # -- symbolization seam: the one place addresses become frames
+
+    def frames(self, addresses: Sequence[int]) -> list[Frame]:
+        """Frames of a stack, innermost first (inlined functions expanded)."""
+        if not addresses:
+            return []
+        try:
+            if self._symbolizer is None:
+                self._symbolizer = Symbolizer()
+            per_address = self._symbolize(self._symbolizer, addresses)
+        except (SymbolizeError, OSError) as e:
+            self._warn_once(f"symbolization failed ({e}); showing raw addresses")
+            return [Frame(a) for a in addresses]
+        return [f for frames in per_address for f in frames]
+
+    def _symbolize(self, sym: Symbolizer, addresses: Sequence[int]) -> list[list[Frame]]:
+        raise NotImplementedError
+
+    def _warn_once(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+
+def _find_mapped_library(pid: int, obj: str | None) -> str:
+    """Path (as the process sees it) of the allocator library mapped by ``pid``."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except FileNotFoundError:
+        raise TargetError(f"process {pid} does not exist") from None
+    except PermissionError:
+        raise TargetError(f"no permission to read /proc/{pid}/maps") from None
+    paths = []
+    for line in lines:
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith("/") and parts[5] not in paths:
+            paths.append(parts[5])
+    if not paths:
+        raise TargetError(f"process {pid} has no user memory (a kernel thread?)")
+    if obj:
+        for p in paths:
+            if p == obj or os.path.basename(p).startswith(os.path.basename(obj)):
+                return p
+        raise TargetError(f"process {pid} does not map {obj}")
+    for p in paths:
+        if _LIBC.search(p):
+            return p
+    return os.readlink(f"/proc/{pid}/exe")  # statically linked: the allocator is in the executable
+
+
+class UserMemleak(_Tracer):
+    """Outstanding allocations of one process, from uprobes on its allocator.
+
+    ``library`` (``--obj``) selects another allocator library than libc,
+    ``symbol_prefix`` prefixed symbols (jemalloc's ``je_``). Functions the
+    library lacks are skipped and listed in ``skipped``. ``binary``: the
+    library path to probe when the process has not mapped it yet (a command
+    held before it ran); ``hold_at_exit`` stops the process in ``_exit``
+    with SIGSTOP so that its last report can still read its memory map.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        options: MemleakOptions | None = None,
+        *,
+        library: str | None = None,
+        symbol_prefix: str = "",
+        binary: str | None = None,
+        libc: str | None = None,
+        hold_at_exit: bool = False,
+    ) -> None:
+        super().__init__(options or MemleakOptions())
+        self.pid = pid
+        self.target = f"pid {pid}"
+        self.skipped: list[str] = []
+        try:
+            if binary is None:
+                mapped = _find_mapped_library(pid, library)
+                binary = f"/proc/{pid}/root{mapped}"
+                libc = libc or f"/proc/{pid}/root{_find_mapped_library(pid, None)}"
+            self.library = binary
+            self.obj = obj = self._open(_USER_PROGRAMS, _BPF_F_USER_STACK)
+            obj.rodata.target_tgid = pid
+            obj.rodata.stop_signal = int(signal.SIGSTOP) if hold_at_exit else 0
+            obj.load()
+            self._attach(binary, symbol_prefix, libc if hold_at_exit else None)
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self, binary: str, prefix: str, libc: str | None) -> None:
+        programs = self.obj.programs
+        # Return probes first: an entry seen without its return would make
+        # every later call of that thread look nested.
+        for want_return in (True, False):
+            for name, (enter, ret) in USER_FUNCTIONS.items():
+                prog = ret if want_return else enter
+                if prog is None or f"{prefix}{name}" in self.skipped:
+                    continue
+                try:
+                    programs[prog].attach_uprobe(binary, f"{prefix}{name}", pid=self.pid, retprobe=want_return)
+                except LibbpfError as e:
+                    if e.errno == 3:  # ESRCH: the process is gone
+                        raise TargetError(f"process {self.pid} exited") from None
+                    if e.errno in (2, 22):  # ENOENT / EINVAL: no such symbol in the library
+                        self.skipped.append(f"{prefix}{name}")
+                        continue
+                    raise
+        if f"{prefix}malloc" in self.skipped:
+            raise TargetError(f"{binary} has no {prefix}malloc symbol (use --obj for another allocator)")
+        if libc is not None:
+            programs.exit_enter.attach_uprobe(libc, "_exit", pid=self.pid)
+
+    def _symbolize(self, sym: Symbolizer, addresses: Sequence[int]) -> list[list[Frame]]:
+        # Sampled at the allocator's return: every address is a return address.
+        return sym.symbolize(self.pid, addresses, return_addresses=True)
+
+
+class KernelMemleak(_Tracer):
+    """Outstanding kernel allocations (slab, pages, and with ``percpu`` percpu areas).
+
+    ``pid``: only allocations made while that process runs (in its context);
+    frees count from anywhere. Slab objects freed in bulk or through
+    ``kfree_rcu`` batches fire no free tracepoint: ``wa_missing_free`` (on by
+    default) treats an address allocated again as freed first.
+    """
+
+    target = "kernel"
+    _tag_mask = 3
+
+    def __init__(self, options: MemleakOptions | None = None, pid: int | None = None) -> None:
+        super().__init__(options or MemleakOptions())
+        self.pid = pid
+        if pid is not None:
+            self.target = f"kernel, pid {pid}"
+        try:
+            self.programs = kernel_programs(kernel.tracepoint_params, self.options.percpu)
+            if self.programs.problems:
+                raise kernel.NotSupportedError("; ".join(self.programs.problems))
+            self.obj = obj = self._open(set(self.programs.enabled), 0)
+            obj.rodata.target_tgid = pid or 0
+            obj.rodata.page_size_bytes = kernel.page_size()
+            obj.rodata.percpu_copies = possible_cpus()
+            obj.load()
+            for prog in self.programs.enabled:
+                obj.programs[prog].attach()
+        except BaseException:
+            self.close()
+            raise
+
+    def _kind(self, key: int) -> str:
+        return ("slab", "page", "percpu", "slab")[key & 3]
+
+    def _symbolize(self, sym: Symbolizer, addresses: Sequence[int]) -> list[list[Frame]]:
+        frames = sym.symbolize_stack(None, addresses)
+        # The stack starts inside the BPF program and its tracepoint glue.
+        skip = 0
+        while skip < len(frames) - 1 and _is_tracing_frame(frames[skip]):
+            skip += 1
+        return frames[skip:]
+
+
+def _is_tracing_frame(frames: list[Frame]) -> bool:
+    name = frames[0].function or ""
+    return name.startswith(("bpf_", "__bpf_", "trace_call_bpf", "perf_trace_", "__traceiter_", "__probestub_"))
+
+
+# ---------------------------------------------------------------- a command held before it runs
+
+_PTRACE_TRACEME = 0
+_PTRACE_DETACH = 17
+
+
+class CommandProcess:
+    """A command started by memwatcher, held right after its execve.
+
+    The child asks to be traced (``PTRACE_TRACEME``) and execs: the kernel
+    stops it before the new program runs a single instruction, so uprobes can
+    be attached first; :meth:`release` detaches and lets it run. :meth:`wait`
+    (in a thread) returns when it exits or stops itself in ``_exit``;
+    :meth:`finish` lets a held process exit, or ends one still running.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        if not argv:
+            raise CommandNotFoundError("empty command")
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if path is None or not os.path.isfile(path) or not os.access(path, os.X_OK):
+            raise CommandNotFoundError(f"command not found: {argv[0]}")
+        self.path = path
+        self.argv = list(argv)
+        self.exit_status: int | None = None
+        self.held = False
+        self._released = False
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._ptrace = libc.ptrace
+        self._ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        self.pid = os.fork()
+        if self.pid == 0:  # child: only async-signal-safe-ish work until execv
+            try:
+                if self._ptrace(_PTRACE_TRACEME, 0, None, None) == 0:
+                    os.execv(path, self.argv)
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(self.pid, 0)
+        if not os.WIFSTOPPED(status):
+            raise CommandNotFoundError(f"cannot execute {path}")
+
+    def libraries(self) -> dict[str, str]:
+        """Shared libraries the dynamic loader will map (soname -> path); {} if static."""
+        exe = os.readlink(f"/proc/{self.pid}/exe")
+        proc = subprocess.run(["ldd", exe], capture_output=True, text=True)
+        libs = {}
+        for line in proc.stdout.splitlines():
+            m = re.match(r"\s*(\S+)\s+=>\s+(/\S+)", line)
+            if m:
+                libs[m.group(1)] = m.group(2)
+        return libs
+
+    def release(self) -> None:
+        if not self._released:
+            self._ptrace(_PTRACE_DETACH, self.pid, None, None)
+            self._released = True
+
+    def wait(self) -> None:
+        """Block until the command exits or holds itself at exit (SIGSTOP)."""
+        while self.exit_status is None and not self.held:
+            _, status = os.waitpid(self.pid, os.WUNTRACED)
+            if os.WIFSTOPPED(status):
+                if os.WSTOPSIG(status) == signal.SIGSTOP:
+                    self.held = True
+                else:
+                    os.kill(self.pid, signal.SIGCONT)  # a terminal stop is not ours to keep
+            else:
+                self.exit_status = os.waitstatus_to_exitcode(status)
+
+    def finish(self, waiter: threading.Thread | None = None) -> None:
+        """Let a held command exit; end one still running. Reaps it."""
+        if self.exit_status is not None:
+            return
+        if not self._released:
+            self.release()
+        if self.held:
+            os.kill(self.pid, signal.SIGCONT)
+        elif waiter is None or waiter.is_alive():
+            os.kill(self.pid, signal.SIGTERM)
+        if waiter is not None and waiter.is_alive():
+            waiter.join()
+        if self.exit_status is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.exit_status = os.waitstatus_to_exitcode(status)
+
+    def __enter__(self) -> CommandProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.finish()
+        except ChildProcessError:
+            pass
+
+
+def _watch_pid(pid: int, gone: threading.Event, stop: threading.Event) -> None:
+    """Set ``gone`` and ``stop`` when process ``pid`` (not our child) exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        gone.set()
+        stop.set()
+        return
+    try:
+        while not stop.is_set():
+            if select.select([fd], [], [], 0.2)[0]:
+                gone.set()
+                stop.set()
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- output
+
+
+def _frame_name(frame: Frame) -> str:
+    if frame.function:
+        return frame.function
+    if frame.module:
+        offset = frame.elf_address if frame.elf_address is not None else frame.address
+        return f"{os.path.basename(frame.module)}+0x{offset:x}"
+    return f"0x{frame.address:x}"
+
+
+def _frame_line(frame: Frame, index: int) -> str:
+    text = f"    #{index:<2} 0x{frame.address:016x} in {_frame_name(frame)}"
+    if frame.function and frame.offset is not None and frame.file is None:
+        text += f"+0x{frame.offset:x}"
+    if frame.inlined:
+        text += " (inlined)"
+    if frame.file:
+        text += f" at {frame.file}:{frame.line}" if frame.line else f" at {frame.file}"
+    elif frame.module:
+        text += f" [{frame.module}]"
+    return text
+
+
+def format_text(report: LeakReport) -> str:
+    """A backtrace per stack, largest first, with exact bytes, allocations and oldest age."""
+    est = "~" if report.estimated else ""
+    head = (
+        f"{report.time[11:19]} memleak {report.target}{' (final)' if report.final else ''}: "
+        f"{est}{report.total_outstanding_bytes} bytes ({human_bytes(report.total_outstanding_bytes)}) "
+        f"outstanding in {est}{report.total_outstanding_allocs} allocations"
+    )
+    if report.estimated:
+        head += f" (estimates: 1 in {report.sample_rate} sampled)"
+    lines = [head]
+    lost = {k: v for k, v in report.lost.items() if v}
+    if lost:
+        lines.append("  " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in lost.items()))
+    for stack in report.stacks:
+        age = f", oldest {stack.oldest_age_s:.1f}s" if stack.oldest_age_s is not None else ""
+        lines.append(
+            f"  {est}{stack.outstanding_bytes} bytes in {est}{stack.outstanding_allocs} allocations "
+            f"from stack {stack.stack_id}{age}"
+        )
+        if not stack.frames:
+            lines.append("    [stack not recorded]")
+        lines += [_frame_line(f, i) for i, f in enumerate(stack.frames)]
+    if report.allocations:
+        lines.append("  outstanding allocations (oldest first):")
+        for a in report.allocations:
+            lines.append(
+                f"    {a.kind:6} 0x{a.address:016x} {a.size_bytes:>10} bytes  age {a.age_s:.1f}s  stack {a.stack_id}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _frame_json(frame: Frame) -> dict[str, Any]:
+    return {
+        "address": frame.address,
+        "module": frame.module,
+        "symbol": frame.function or frame.symbol,
+        "offset": frame.offset,
+        "file": frame.file,
+        "line": frame.line,
+        "inlined": frame.inlined,
+    }
+
+
+def report_json(report: LeakReport) -> dict[str, Any]:
+    """The report as one JSON object (raw numbers, snake_case keys with units)."""
+    return {
+        "time": report.time,
+        "target": report.target,
+        "final": report.final,
+        "estimated": report.estimated,
+        "sample_rate": report.sample_rate,
+        "total_outstanding_bytes": report.total_outstanding_bytes,
+        "total_outstanding_allocs": report.total_outstanding_allocs,
+        **report.lost,
+        "stacks": [
+            {
+                "stack_id": s.stack_id,
+                "outstanding_bytes": s.outstanding_bytes,
+                "outstanding_allocs": s.outstanding_allocs,
+                "oldest_age_s": s.oldest_age_s,
+                "frames": [_frame_json(f) for f in s.frames],
+            }
+            for s in report.stacks
+        ],
+        "allocations": [
+            {"address": a.address, "size_bytes": a.size_bytes, "age_s": a.age_s, "stack_id": a.stack_id, "kind": a.kind}
+            for a in report.allocations
+        ],
+    }
+
+
+def format_folded(report: LeakReport) -> str:
+    """Folded stacks (root first, ``;``-separated) weighted by outstanding bytes."""
+    lines = []
+    for stack in report.stacks:
+        names = [_frame_name(f).replace(";", ":").replace(" ", "_") for f in reversed(stack.frames)] or ["[unknown]"]
+        lines.append(f"{';'.join(names)} {stack.outstanding_bytes}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 fields: two's complement, as protobuf does
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _pb_int(field_no: int, value: int) -> bytes:
+    return _varint(field_no << 3) + _varint(value) if value else b""
+
+
+def _pb_bytes(field_no: int, payload: bytes) -> bytes:
+    return _varint(field_no << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _pb_packed(field_no: int, values: Sequence[int]) -> bytes:
+    return _pb_bytes(field_no, b"".join(_varint(v) for v in values)) if values else b""
+
+
+def encode_pprof(report: LeakReport) -> bytes:
+    """The report as a gzipped pprof ``profile.proto`` (inuse_objects, inuse_space)."""
+    strings: dict[str, int] = {"": 0}
+
+    def s(text: str) -> int:
+        return strings.setdefault(text, len(strings))
+
+    functions: dict[tuple[str, str], int] = {}
+    locations: dict[tuple[int, tuple], int] = {}
+    body = bytearray()
+    value_types = [("inuse_objects", "count"), ("inuse_space", "bytes")]
+    for kind, unit in value_types:
+        body += _pb_bytes(1, _pb_int(1, s(kind)) + _pb_int(2, s(unit)))
+    func_msgs, loc_msgs = bytearray(), bytearray()
+    for stack in report.stacks:
+        # One location per address; its lines are the inlined frames, innermost first.
+        by_address: list[tuple[int, list[Frame]]] = []
+        for f in stack.frames:
+            if by_address and by_address[-1][0] == f.address and by_address[-1][1][-1].inlined:
+                by_address[-1][1].append(f)
+            else:
+                by_address.append((f.address, [f]))
+        loc_ids = []
+        for address, frames in by_address:
+            key = (address, tuple(_frame_name(f) for f in frames))
+            if key not in locations:
+                locations[key] = len(locations) + 1
+                lines = bytearray()
+                for f in frames:
+                    fkey = (_frame_name(f), f.file or "")
+                    if fkey not in functions:
+                        functions[fkey] = len(functions) + 1
+                        func_msgs += _pb_bytes(
+                            5,
+                            _pb_int(1, functions[fkey])
+                            + _pb_int(2, s(fkey[0]))
+                            + _pb_int(3, s(fkey[0]))
+                            + _pb_int(4, s(fkey[1])),
+                        )
+                    lines += _pb_bytes(4, _pb_int(1, functions[fkey]) + _pb_int(2, f.line or 0))
+                loc_msgs += _pb_bytes(4, _pb_int(1, locations[key]) + _pb_int(3, address) + bytes(lines))
+            loc_ids.append(locations[key])
+        body += _pb_bytes(
+            2, _pb_packed(1, loc_ids) + _pb_packed(2, [stack.outstanding_allocs, stack.outstanding_bytes])
+        )
+    body += loc_msgs + func_msgs
+    for text in strings:  # insertion order is index order
+        body += _pb_bytes(6, text.encode())
+    body += _pb_int(9, time.time_ns())
+    body += _pb_int(14, s("inuse_space")) if "inuse_space" in strings else b""
+    return gzip.compress(bytes(body))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+class LeakFormat(str, enum.Enum):
+    text = "text"
+    table = "table"  # the name other reports use for the human format
+    json = "json"
+    folded = "folded"
+    pprof = "pprof"
+
+
+class SortKey(str, enum.Enum):
+    bytes = "bytes"
+    count = "count"
+
+
+def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None) -> None:
+    if fmt == LeakFormat.pprof:
+        data = encode_pprof(report)
+        if file is not None:
+            file.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        return
+    if fmt == LeakFormat.json:
+        text = json.dumps(report_json(report)) + "\n"
+    elif fmt == LeakFormat.folded:
+        text = format_folded(report)
+    else:
+        text = format_text(report)
+    stream.write(text)
+    stream.flush()
+
+
+def _run(
+    tracer: _Tracer,
+    sched: Any,
+    stop: threading.Event,
+    gone: threading.Event,
+    read: Callable[[], LeakReport],
+    emit: Callable[[LeakReport], None],
+    periodic: bool,
+) -> None:
+    state: dict[str, Any] = {"last": None}
+
+    def sample() -> bool:
+        report = read()
+        state["last"] = report
+        if periodic:
+            emit(report)
+        for w in tracer.warnings:
+            print(f"memwatcher: {w}", file=sys.stderr)
+        tracer.warnings.clear()
+        return not gone.is_set()
+
+    taken = run_periodic(sched, sample, stop)
+    if gone.is_set() or not periodic or sched.count is None or taken < sched.count:
+        final = read()
+        final.final = True
+        emit(final)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("memleak")
+    def memleak_command(
+        pid: Annotated[int | None, typer.Option("--pid", "-p", help="Trace this running process.")] = None,
+        command: Annotated[
+            str | None, typer.Option("--command", help='Run this command ("CMD ARGS") and trace it until it exits.')
+        ] = None,
+        kernel_mode: Annotated[
+            bool, typer.Option("--kernel", help="Trace kernel allocations (slab, pages) instead.")
+        ] = False,
+        percpu: Annotated[bool, typer.Option("--percpu", help="Kernel: also percpu allocations.")] = False,
+        interval: Interval = 5.0,
+        duration: Duration = None,
+        count: Count = None,
+        top: Annotated[int, typer.Option("--top", "-T", min=1, help="Show this many stacks.")] = 10,
+        min_age: Annotated[
+            float, typer.Option("--min-age", min=0.0, help="Only allocations older than this many seconds.")
+        ] = 0.0,
+        min_size: Annotated[int, typer.Option("--min-size", min=0, help="Ignore smaller allocations (bytes).")] = 0,
+        max_size: Annotated[
+            int | None, typer.Option("--max-size", min=0, help="Ignore larger allocations (bytes).")
+        ] = None,
+        sample_rate: Annotated[
+            int, typer.Option("--sample-rate", min=1, help="Record one allocation in N (totals are estimates).")
+        ] = 1,
+        combined_only: Annotated[
+            bool, typer.Option("--combined-only", help="Read only per-stack totals (no ages; lowest overhead).")
+        ] = False,
+        show_allocs: Annotated[
+            bool, typer.Option("--show-allocs", help="Also list every outstanding allocation.")
+        ] = False,
+        sort: Annotated[SortKey, typer.Option("--sort", help="Order stacks by bytes or count.")] = SortKey.bytes,
+        obj: Annotated[
+            str | None, typer.Option("--obj", "-O", help="Allocator library to trace instead of libc.")
+        ] = None,
+        symbol_prefix: Annotated[
+            str, typer.Option("--symbol-prefix", help="Prefix of the allocator's symbols (jemalloc: je_).")
+        ] = "",
+        wa_missing_free: Annotated[
+            bool,
+            typer.Option(
+                "--wa-missing-free/--no-wa-missing-free",
+                help="Treat an address allocated again, with no free seen, as freed first.",
+            ),
+        ] = True,
+        max_allocs: Annotated[
+            int, typer.Option("--max-allocs", min=1, help="Outstanding allocations BPF can track.")
+        ] = 262144,
+        max_stacks: Annotated[int, typer.Option("--max-stacks", min=1, help="Distinct stacks BPF can keep.")] = 16384,
+        fmt: Annotated[
+            LeakFormat, typer.Option("--format", "-f", "--output", "-o", help="text, json, folded or pprof.")
+        ] = LeakFormat.text,
+        file: Annotated[Path | None, typer.Option("--file", help="Write the output here instead of stdout.")] = None,
+    ) -> None:
+        """Call stacks holding memory never freed: a process (--pid, --command) or the kernel.
+
+        Example: memwatcher memleak --command "./server --port 8080" --min-age 10 -f folded --file leaks.folded
+        """
+        if (pid is not None) + (command is not None) + (kernel_mode and pid is None) != 1:
+            raise typer.BadParameter("give one of --pid, --command or --kernel (--kernel --pid: in that process)")
+        if combined_only and (min_age > 0 or show_allocs):
+            raise typer.BadParameter("--min-age and --show-allocs need per-allocation data: drop --combined-only")
+        if fmt == LeakFormat.pprof and file is None and sys.stdout.isatty():
+            raise typer.BadParameter("pprof output is binary: give --file PATH or redirect stdout")
+        if percpu and not kernel_mode:
+            raise typer.BadParameter("--percpu applies to --kernel")
+        kernel.require_bpf()
+        if pid is not None and not Path(f"/proc/{pid}").is_dir():
+            raise NoSuchProcessError(pid)
+        options = MemleakOptions(
+            min_size_bytes=min_size,
+            max_size_bytes=max_size,
+            sample_rate=sample_rate,
+            combined_only=combined_only,
+            wa_missing_free=wa_missing_free,
+            max_allocs=max_allocs,
+            max_stacks=max_stacks,
+            percpu=percpu,
+        )
+        periodic = fmt in (LeakFormat.text, LeakFormat.table, LeakFormat.json)
+        sched = schedule(interval, duration, count)
+        with ExitStack() as stack:
+            out: TextIO = stack.enter_context(open(file, "w")) if file is not None and periodic else sys.stdout
+            fmt_file = file if fmt == LeakFormat.pprof else None
+            if fmt == LeakFormat.folded and file is not None:
+                out = stack.enter_context(open(file, "w"))
+
+            def emit(report: LeakReport) -> None:
+                _emit(report, fmt, out, fmt_file)
+
+            stop = stack.enter_context(stop_on_signals())
+            gone = threading.Event()
+            proc: CommandProcess | None = None
+            waiter: threading.Thread | None = None
+            if command is not None:
+                try:
+                    proc = CommandProcess(shlex.split(command))
+                except CommandNotFoundError as e:
+                    print(f"memwatcher: {e}", file=sys.stderr)
+                    raise typer.Exit(127) from None
+                stack.callback(lambda: proc.finish(waiter))
+                libs = proc.libraries()
+                exe = os.readlink(f"/proc/{proc.pid}/exe")
+                libc = next((p for n, p in libs.items() if _LIBC.search(n)), exe)
+                binary = libc
+                if obj is not None:
+                    binary = obj if "/" in obj else next((p for n, p in libs.items() if n.startswith(obj)), "")
+                    if not binary:
+                        raise TargetError(f"{command.split()[0]} does not load {obj}")
+                tracer: _Tracer = stack.enter_context(
+                    UserMemleak(
+                        proc.pid, options, symbol_prefix=symbol_prefix, binary=binary, libc=libc, hold_at_exit=True
+                    )
+                )
+
+                def wait_command() -> None:
+                    proc.wait()
+                    gone.set()
+                    stop.set()
+
+                waiter = threading.Thread(target=wait_command, daemon=True)
+                proc.release()
+                waiter.start()
+            elif kernel_mode:
+                tracer = stack.enter_context(KernelMemleak(options, pid))
+            else:
+                tracer = stack.enter_context(UserMemleak(pid, options, library=obj, symbol_prefix=symbol_prefix))
+            if pid is not None:
+                threading.Thread(target=_watch_pid, args=(pid, gone, stop), daemon=True).start()
+            for name in getattr(tracer, "skipped", []):
+                print(f"memwatcher: {name} not found in the allocator library; not traced", file=sys.stderr)
+            print(f"memwatcher: tracing {tracer.target}; Ctrl-C to stop", file=sys.stderr)
+
+            def read() -> LeakReport:
+                return tracer.read(top=top, min_age_s=min_age, sort=sort.value, show_allocs=show_allocs)
+
+            _run(tracer, sched, stop, gone, read, emit, periodic)
+            if proc is not None:
+                proc.finish(waiter)
+                print(f"memwatcher: command exited with status {proc.exit_status}", file=sys.stderr)

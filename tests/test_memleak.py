@@ -1,0 +1,584 @@
+"""memleak: exact leaks of C programs the test compiles, kernel objects a child holds, and the encoders."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import requires_bpf
+from memwatcher import kernel
+from memwatcher.symbolize import Frame
+from memwatcher.tools.memleak import (
+    KernelMemleak,
+    LeakReport,
+    LeakStack,
+    MemleakOptions,
+    UserMemleak,
+    encode_pprof,
+    format_folded,
+    kernel_programs,
+    report_json,
+)
+
+MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Leaking function -> (count, bytes each); the C program below has the same numbers.
+EXPECTED = {
+    "leak_malloc": (7, 123),
+    "leak_calloc": (5, 200),
+    "leak_realloc": (3, 5000),
+    "leak_memalign": (4, 300),
+    "leak_aligned": (6, 256),
+    "leak_mmap": (2, 3 * PAGE),
+}
+
+LEAKY_C = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static void *volatile sink;
+static long page;
+
+__attribute__((noinline)) void *leak_malloc(void) { return malloc(123); /* AT:leak_malloc */ }
+__attribute__((noinline)) void *leak_calloc(void) { return calloc(4, 50); /* AT:leak_calloc */ }
+__attribute__((noinline)) void *leak_realloc(void)
+{
+	char *p = malloc(10);
+	p = realloc(p, 1000);
+	return realloc(p, 5000); /* AT:leak_realloc */
+}
+__attribute__((noinline)) void *leak_memalign(void)
+{
+	void *p = NULL;
+	if (posix_memalign(&p, 64, 300)) /* AT:leak_memalign */
+		abort();
+	return p;
+}
+__attribute__((noinline)) void *leak_aligned(void) { return aligned_alloc(128, 256); /* AT:leak_aligned */ }
+__attribute__((noinline)) void *leak_mmap(void)
+{
+	return mmap(NULL, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); /* AT:leak_mmap */
+}
+__attribute__((noinline)) void *leak_late(void) { return malloc(77); /* AT:leak_late */ }
+__attribute__((noinline)) void *leak_many(void) { return malloc(16); }
+
+/* Every kind of allocation, each freed again: must never be reported. */
+__attribute__((noinline)) void churn(void)
+{
+	for (int i = 0; i < 100; i++) {
+		void *p;
+		free(malloc(64 + i));
+		free(calloc(3, 33));
+		free(realloc(realloc(malloc(8), 4000), 9000));
+		if (posix_memalign(&p, 256, 500) == 0)
+			free(p);
+		free(aligned_alloc(64, 128));
+		free(malloc(300000)); /* served by mmap inside malloc */
+		p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		munmap(p, page);
+		p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		p = mremap(p, page, 4 * page, MREMAP_MAYMOVE);
+		munmap(p, 4 * page);
+	}
+}
+
+/* Allocated on one thread, freed on another: balances to zero. */
+#define SHARED 1000
+static void *shared[SHARED];
+__attribute__((noinline)) void *thread_alloc(void *arg)
+{
+	for (int i = 0; i < SHARED; i++)
+		shared[i] = malloc(48);
+	return arg;
+}
+static void *thread_free(void *arg)
+{
+	for (int i = 0; i < SHARED; i++)
+		free(shared[i]);
+	return arg;
+}
+
+static void leak_all(void)
+{
+	for (int i = 0; i < 7; i++) sink = leak_malloc();
+	for (int i = 0; i < 5; i++) sink = leak_calloc();
+	for (int i = 0; i < 3; i++) sink = leak_realloc();
+	for (int i = 0; i < 4; i++) sink = leak_memalign();
+	for (int i = 0; i < 6; i++) sink = leak_aligned();
+	for (int i = 0; i < 2; i++) sink = leak_mmap();
+	churn();
+	pthread_t t;
+	pthread_create(&t, NULL, thread_alloc, NULL);
+	pthread_join(t, NULL);
+	pthread_create(&t, NULL, thread_free, NULL);
+	pthread_join(t, NULL);
+}
+
+static int wait_line(const char *want)
+{
+	char line[64];
+	if (!fgets(line, sizeof(line), stdin))
+		return 0;
+	return strncmp(line, want, strlen(want)) == 0;
+}
+
+static void say(const char *what) { printf("%s\n", what); fflush(stdout); }
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "run";
+	page = sysconf(_SC_PAGESIZE);
+	if (!strcmp(mode, "run")) { /* --command: leaks right at start-up, then exits */
+		leak_all();
+		return 0;
+	}
+	if (!strcmp(mode, "many")) {
+		for (int i = 0; i < 20000; i++) sink = leak_many();
+		return 0;
+	}
+	if (!strcmp(mode, "wait")) { /* --pid: leak on request */
+		say("ready");
+		if (!wait_line("go")) return 1;
+		leak_all();
+		say("done");
+		if (!wait_line("late")) return 1;
+		for (int i = 0; i < 9; i++) sink = leak_late();
+		say("done");
+		wait_line("exit");
+		return 0;
+	}
+	if (!strcmp(mode, "pipes")) { /* kernel: hold N pipes, then close them */
+		int n = atoi(argv[2]);
+		int (*fds)[2] = calloc(n, sizeof(*fds));
+		struct rlimit rl;
+		getrlimit(RLIMIT_NOFILE, &rl);
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		say("ready");
+		if (!wait_line("go")) return 1;
+		for (int i = 0; i < n; i++)
+			if (pipe(fds[i])) { perror("pipe"); return 1; }
+		say("done");
+		if (!wait_line("close")) return 1;
+		for (int i = 0; i < n; i++) { close(fds[i][0]); close(fds[i][1]); }
+		say("done");
+		wait_line("exit");
+		return 0;
+	}
+	if (!strcmp(mode, "pages")) { /* kernel: touch N pages, then unmap them */
+		long n = atol(argv[2]);
+		char *p = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		madvise(p, n * page, MADV_NOHUGEPAGE);
+		say("ready");
+		if (!wait_line("go")) return 1;
+		for (long i = 0; i < n; i++) p[i * page] = 1;
+		say("done");
+		if (!wait_line("free")) return 1;
+		munmap(p, n * page);
+		say("done");
+		wait_line("exit");
+		return 0;
+	}
+	return 2;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("memleak")
+    src = d / "leaky.c"
+    src.write_text(LEAKY_C)
+    exe = d / "leaky"
+    subprocess.run(
+        ["gcc", "-g", "-O0", "-fno-omit-frame-pointer", "-pthread", "-o", str(exe), str(src)],
+        check=True,
+    )
+    return exe
+
+
+def line_of(marker: str) -> int:
+    for number, text in enumerate(LEAKY_C.splitlines(), start=1):
+        if f"AT:{marker} " in text:
+            return number
+    raise AssertionError(marker)
+
+
+class Child:
+    """A child process driven line by line over stdin/stdout; always killed at the end."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.expect("ready")
+
+    def send(self, line: str, expect: str = "done") -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        if expect:
+            self.expect(expect)
+
+    def expect(self, what: str) -> None:
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == what
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@contextmanager
+def _child(argv: list[str]) -> Iterator[Child]:
+    child = Child(argv)
+    try:
+        yield child
+    finally:
+        child.close()
+
+
+def by_leaf(stacks: list[dict]) -> dict[str, dict]:
+    """JSON stacks keyed by their innermost function."""
+    out: dict[str, dict] = {}
+    for s in stacks:
+        if s["frames"]:
+            out.setdefault(s["frames"][0]["symbol"], s)
+    return out
+
+
+def functions(stack: dict) -> list[str]:
+    return [f["symbol"] or "" for f in stack["frames"]]
+
+
+def check_exact_leaks(report: dict, source_name: str) -> None:
+    leaves = by_leaf(report["stacks"])
+    for func, (count, size) in EXPECTED.items():
+        assert func in leaves, f"{func} not reported; leaves: {sorted(k for k in leaves if k)}"
+        stack = leaves[func]
+        assert (stack["outstanding_allocs"], stack["outstanding_bytes"]) == (count, count * size), func
+        top = stack["frames"][0]
+        assert top["file"].endswith(source_name) and top["line"] == line_of(func), top
+        assert "leak_all" in functions(stack)
+    for s in report["stacks"]:
+        names = functions(s)
+        assert "churn" not in names, "freed allocations were reported"
+        assert "thread_alloc" not in names, "cross-thread frees did not balance"
+
+
+# ---------------------------------------------------------------- user space, real BPF
+
+
+@requires_bpf
+def test_pid_exact_leaks_and_min_age(leaky: Path) -> None:
+    with _child([str(leaky), "wait"]) as child:
+        with UserMemleak(child.proc.pid) as leaks:
+            assert leaks.skipped == []
+            child.send("go")
+            check_exact_leaks(report_json(leaks.read(top=None)), "leaky.c")
+            time.sleep(1.0)
+            child.send("late")
+            young = by_leaf(report_json(leaks.read(top=None))["stacks"])
+            assert young["leak_late"]["outstanding_bytes"] == 9 * 77
+            old = report_json(leaks.read(top=None, min_age_s=0.8))
+            old_leaves = by_leaf(old["stacks"])
+            assert "leak_late" not in old_leaves
+            assert old_leaves["leak_malloc"]["outstanding_allocs"] == 7
+            shown = leaks.read(top=None, show_allocs=True)
+            late_id = young["leak_late"]["stack_id"]
+            assert sorted(a.size_bytes for a in shown.allocations if a.stack_id == late_id) == [77] * 9
+            combined = leaks.read(top=None)
+            assert combined.lost_allocs == combined.lost_inflight == 0
+
+
+@requires_bpf
+def test_command_sees_startup_leaks_and_exits(leaky: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", f"{leaky} run", "-f", "json", "-i", "30", "--top", "50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    reports = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert reports[-1]["final"] is True
+    check_exact_leaks(reports[-1], "leaky.c")
+    assert "command exited with status 0" in proc.stderr
+
+
+@requires_bpf
+def test_command_combined_only_and_pprof_file(leaky: Path, tmp_path: Path) -> None:
+    out = tmp_path / "leaks.pb.gz"
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", f"{leaky} run", "--combined-only", "-f", "pprof", "--file", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    profile = decode_profile(gzip.decompress(out.read_bytes()))
+    leaves = {}
+    for sample in profile["samples"]:
+        leaf = profile["location_names"][sample["locations"][0]][0]
+        leaves.setdefault(leaf, sample["values"])
+    for func, (count, size) in EXPECTED.items():
+        assert leaves[func] == [count, count * size], func
+
+
+@requires_bpf
+def test_sample_rate_estimate(leaky: Path) -> None:
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", f"{leaky} many", "--sample-rate", "10", "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["estimated"] is True and report["sample_rate"] == 10
+    many = by_leaf(report["stacks"])["leak_many"]
+    # 20000 allocations sampled 1 in 10: 2000 expected, binomial sd ~42 (2%); allow 10%.
+    assert abs(many["outstanding_allocs"] - 20000) <= 2000
+    assert many["outstanding_bytes"] == many["outstanding_allocs"] * 16
+
+
+@requires_bpf
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["--pid", "999999999"], 1, "no process with pid 999999999"),
+        (["--command", "/nonexistent/leaky"], 127, "command not found"),
+        (["--pid", "2"], 1, "kernel thread"),
+        (["--command", "true", "--obj", "/lib/x86_64-linux-gnu/libm.so.6"], 1, "no malloc"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], code: int, text: str) -> None:
+    if "--obj" in args and not Path(args[-1]).exists():
+        pytest.skip("no libm at the Debian path")
+    proc = subprocess.run([*MEMWATCHER, "memleak", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert text in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- kernel, real BPF
+
+
+def _stack_functions(stack: LeakStack) -> set[str]:
+    return {f.function or "" for f in stack.frames}
+
+
+@requires_bpf
+def test_kernel_pipes_held_then_freed(leaky: Path) -> None:
+    n = 1000
+    with _child([str(leaky), "pipes", str(n)]) as child:
+        with KernelMemleak(pid=child.proc.pid) as leaks:
+            child.send("go")
+            held = [s for s in leaks.read(top=None).stacks if "alloc_pipe_info" in _stack_functions(s)]
+            assert sum(s.outstanding_allocs for s in held) >= n
+            assert any("do_pipe2" in _stack_functions(s) for s in held)
+            child.send("close")
+            time.sleep(0.2)
+            left = [s for s in leaks.read(top=None).stacks if "alloc_pipe_info" in _stack_functions(s)]
+            assert sum(s.outstanding_allocs for s in left) < n // 20
+
+
+@requires_bpf
+def test_kernel_pages_touched_are_counted(leaky: Path) -> None:
+    n = 2048
+    with _child([str(leaky), "pages", str(n)]) as child:
+        with KernelMemleak(pid=child.proc.pid) as leaks:
+            child.send("go")
+            touched = [s for s in leaks.read(top=None).stacks if "do_anonymous_page" in _stack_functions(s)]
+            page_bytes = sum(s.outstanding_bytes for s in touched)
+            assert n * PAGE <= page_bytes <= n * PAGE * 1.05
+            child.send("free")
+            time.sleep(0.2)
+            left = [s for s in leaks.read(top=None).stacks if "do_anonymous_page" in _stack_functions(s)]
+            assert sum(s.outstanding_bytes for s in left) < n * PAGE // 10
+
+
+# ---------------------------------------------------------------- kernel variant selection (no BPF)
+
+K515 = {
+    "kmalloc": ["long unsigned int", "const void *", "size_t", "size_t", "gfp_t"],
+    "kmalloc_node": ["long unsigned int", "const void *", "size_t", "size_t", "gfp_t", "int"],
+    "kmem_cache_alloc": ["long unsigned int", "const void *", "size_t", "size_t", "gfp_t"],
+    "kmem_cache_alloc_node": ["long unsigned int", "const void *", "size_t", "size_t", "gfp_t", "int"],
+    "kfree": ["long unsigned int", "const void *"],
+    "kmem_cache_free": ["long unsigned int", "const void *", "const char *"],
+    "mm_page_alloc": ["struct page *", "unsigned int", "gfp_t", "int"],
+    "mm_page_free": ["struct page *", "unsigned int"],
+    "mm_page_free_batched": ["struct page *"],
+    "percpu_alloc_percpu": ["bool", "bool", "size_t", "size_t", "void *", "int", "void *"],
+    "percpu_free_percpu": ["void *", "int", "void *"],
+}
+K61 = {
+    **{k: v for k, v in K515.items() if not k.endswith("_node")},
+    "kmalloc": ["long unsigned int", "const void *", "size_t", "size_t", "gfp_t", "int"],
+    "kmem_cache_alloc": ["long unsigned int", "const void *", "struct kmem_cache *", "gfp_t", "int"],
+    "kmem_cache_free": ["long unsigned int", "const void *", "const struct kmem_cache *"],
+    "percpu_alloc_percpu": [
+        "long unsigned int",
+        "bool",
+        "bool",
+        "size_t",
+        "size_t",
+        "void *",
+        "int",
+        "void *",
+        "size_t",
+        "gfp_t",
+    ],
+}
+K618 = dict(K61)  # 6.18 kept the 6.1 argument lists
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        (
+            K515,
+            {"kmalloc", "kmalloc_node", "kmem_cache_alloc_sizes", "kmem_cache_alloc_node", "percpu_alloc_short"},
+        ),
+        (K61, {"kmalloc", "kmem_cache_alloc_cache", "percpu_alloc_call_site"}),
+        (K618, {"kmalloc", "kmem_cache_alloc_cache", "percpu_alloc_call_site"}),
+    ],
+    ids=["5.15", "6.1", "6.18"],
+)
+def test_kernel_variant_selection(facts: dict[str, list[str]], expected: set[str]) -> None:
+    chosen = kernel_programs(facts.get, percpu=True)
+    assert chosen.problems == []
+    common = {"kfree", "kmem_cache_free", "mm_page_alloc", "mm_page_free", "mm_page_free_batched", "percpu_free_percpu"}
+    assert set(chosen.enabled) == expected | common
+    without_percpu = kernel_programs(facts.get)
+    assert not any(p.startswith("percpu") for p in without_percpu.enabled)
+
+
+def test_kernel_variant_selection_reports_unknown_or_missing() -> None:
+    facts = dict(K61, kmem_cache_alloc=["long unsigned int", "const void *", "int"])
+    del facts["kfree"]
+    problems = kernel_programs(facts.get).problems
+    assert any("kmem_cache_alloc has unknown arguments" in p for p in problems)
+    assert any("kfree is missing" in p for p in problems)
+
+
+def test_variant_selection_matches_running_kernel() -> None:
+    if not kernel.btf_available():
+        pytest.skip("needs kernel BTF")
+    assert kernel_programs(kernel.tracepoint_params, percpu=True).problems == []
+
+
+# ---------------------------------------------------------------- encoders (no BPF)
+
+
+def _report() -> LeakReport:
+    inner = Frame(0x1010, module="/bin/x", function="helper", file="x.c", line=3, inlined=True)
+    outer = Frame(0x1010, module="/bin/x", function="leaker", symbol="leaker", offset=16, file="x.c", line=9)
+    main = Frame(0x2000, module="/bin/x", function="main", file="x.c", line=20)
+    raw = Frame(0x7F00)
+    stacks = [
+        LeakStack(1, 4096, 2, 1.5, [0x1010, 0x2000], [inner, outer, main]),
+        LeakStack(2, 100, 1, 0.5, [0x7F00], [raw]),
+    ]
+    return LeakReport("2024-01-01T00:00:00.000+00:00", "pid 1", stacks, 4196, 3, False, 1)
+
+
+def test_folded_is_root_first_weighted_by_bytes() -> None:
+    lines = format_folded(_report()).splitlines()
+    assert lines == ["main;leaker;helper 4096", "0x7f00 100"]
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    out: list[tuple[int, int | bytes]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        if key & 7 == 0:
+            value, pos = _varint(data, pos)
+            out.append((key >> 3, value))
+        elif key & 7 == 2:
+            n, pos = _varint(data, pos)
+            out.append((key >> 3, data[pos : pos + n]))
+            pos += n
+        else:
+            raise AssertionError(f"unexpected wire type {key & 7}")
+    return out
+
+
+def _packed(data: bytes) -> list[int]:
+    values, pos = [], 0
+    while pos < len(data):
+        v, pos = _varint(data, pos)
+        values.append(v)
+    return values
+
+
+def decode_profile(data: bytes) -> dict:
+    """A profile.proto decode from the wire format, independent of the encoder."""
+    top = _fields(data)
+    strings = [bytes(v).decode() for f, v in top if f == 6]
+    functions = {}
+    for f, v in top:
+        if f == 5:
+            fields = dict(_fields(v))
+            functions[fields[1]] = strings[fields.get(2, 0)]
+    location_names = {}
+    for f, v in top:
+        if f == 4:
+            fields = _fields(v)
+            loc_id = dict(fields)[1]
+            location_names[loc_id] = [functions[dict(_fields(line))[1]] for k, line in fields if k == 4]
+    samples = []
+    for f, v in top:
+        if f == 2:
+            fields = dict(_fields(v))
+            samples.append({"locations": _packed(fields[1]), "values": _packed(fields[2])})
+    types = [(strings[dict(_fields(v))[1]], strings[dict(_fields(v))[2]]) for f, v in top if f == 1]
+    return {"strings": strings, "samples": samples, "location_names": location_names, "types": types}
+
+
+def test_pprof_decodes_to_the_report() -> None:
+    profile = decode_profile(gzip.decompress(encode_pprof(_report())))
+    assert profile["strings"][0] == ""
+    assert profile["types"] == [("inuse_objects", "count"), ("inuse_space", "bytes")]
+    first, second = profile["samples"]
+    assert first["values"] == [2, 4096] and second["values"] == [1, 100]
+    # The inlined helper and leaker share one location (innermost line first), then main.
+    assert [profile["location_names"][i] for i in first["locations"]] == [["helper", "leaker"], ["main"]]
+
+
+def test_json_report_shape() -> None:
+    data = report_json(_report())
+    assert set(data["stacks"][0]) == {"stack_id", "outstanding_bytes", "outstanding_allocs", "oldest_age_s", "frames"}
+    assert set(data["stacks"][0]["frames"][0]) == {"address", "module", "symbol", "offset", "file", "line", "inlined"}
+    json.dumps(data)
+
+
+def test_options_defaults_are_sane() -> None:
+    opts = MemleakOptions()
+    assert opts.sample_rate == 1 and opts.max_allocs > 0 and opts.max_size_bytes is None
