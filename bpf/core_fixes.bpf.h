@@ -43,9 +43,12 @@ static __always_inline void procstat_read_rss_counter(const struct mm_struct *mm
 	__u64 off;
 
 	if (bpf_core_type_exists(struct mm_rss_stat___procstat_old)) {
+		/* A helper read: 6.1's verifier cannot walk an array of the
+		 * atomic_long_t typedef ("Type 'atomic_long_t' is not a struct"). */
 		off = bpf_core_field_offset(old->rss_stat.count) + item * bpf_core_type_size(atomic_long_t);
-		*count = *(const long *)((const void *)mm + off);
 		*percpu_parts = 0;
+		if (bpf_probe_read_kernel(count, sizeof(*count), (const void *)mm + off))
+			*count = 0;
 		return;
 	}
 	off = bpf_core_field_offset(new->rss_stat) + item * bpf_core_type_size(struct percpu_counter);

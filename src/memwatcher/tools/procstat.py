@@ -1,0 +1,393 @@
+"""`memwatcher procstat`: per-process memory, event-driven, equal to /proc/PID/status.
+
+Whenever one of a process's threads is switched out (``tp_btf/sched_switch``),
+BPF reads its ``mm``: total_vm, data_vm, stack_vm, hiwater_rss, page-table
+bytes and the rss counters (file, anon, shmem, swap entries), and keeps the
+latest values per process (tgid) in a bounded hash map, with the largest rss
+it saw, the leader's comm and a switch count. Entries leave the map when the
+thread group dies (``tp_btf/sched_process_exit``). User space batch-reads the
+map every interval.
+
+Library use::
+
+    with ProcStat(ProcStatOptions(pids=(1234,))) as ps:
+        time.sleep(1)
+        for proc in ps.read():   # ProcessMemory records, sizes in bytes
+            print(proc.pid, proc.rss_bytes)
+
+All sizes are in bytes (pages converted with :func:`memwatcher.kernel.page_size`).
+Values are the latest snapshot, not cumulative; ``switches`` is cumulative
+since the process was first seen. A process appears only after one of its
+threads has been switched out since the tool started: a process that never
+sleeps and is never preempted, or one that has not run since, is not known yet.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from typing import Annotated, NamedTuple
+
+import numpy as np
+import typer
+
+from .. import kernel
+from ..errors import MemwatcherError, NoSuchProcessError
+from ..libbpf import BTF, BPFObject, possible_cpus
+from ..objects import header, object_path
+from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
+from ..output import Column, make_writer
+from ..runner import run_periodic, stop_on_signals
+
+__all__ = [
+    "SORT_KEYS",
+    "NoSuchProcessError",
+    "ProcStat",
+    "ProcStatOptions",
+    "ProcessMemory",
+    "decode_entries",
+    "plan",
+    "register",
+    "resolve_sort_key",
+    "select_rows",
+    "tgid_of",
+]
+
+# Kernel enumerators of the rss counters -> rodata variable receiving each.
+_RSS_ITEMS = {
+    "MM_FILEPAGES": "mm_filepages",
+    "MM_ANONPAGES": "mm_anonpages",
+    "MM_SWAPENTS": "mm_swapents",
+    "MM_SHMEMPAGES": "mm_shmempages",
+}
+_PERCPU_HELPER = "BPF_FUNC_map_lookup_percpu_elem"
+
+
+class ProcessMemory(NamedTuple):
+    """Memory of one process at its latest switch-out. Sizes in bytes.
+
+    ``rss_hwm_bytes`` is what /proc/PID/status calls VmHWM (the kernel's
+    hiwater_rss, or the current rss if larger); ``rss_max_seen_bytes`` is the
+    largest rss of any sample taken while tracing; ``rss_peak_bytes`` the
+    larger of the two. ``pte_bytes`` is None on kernels without
+    ``mm->pgtables_bytes``. ``switches`` is cumulative since the process was
+    first seen; ``sample_age_s`` is how old the snapshot is. ``rss_exact`` is
+    False when per-CPU rss parts could not be summed (values may then lag by
+    the kernel's percpu_counter batch, 32+ pages per CPU).
+    """
+
+    pid: int
+    comm: str
+    vsize_bytes: int
+    rss_bytes: int
+    rss_peak_bytes: int
+    rss_hwm_bytes: int
+    rss_max_seen_bytes: int
+    rss_anon_bytes: int
+    rss_file_bytes: int
+    rss_shmem_bytes: int
+    swap_bytes: int
+    data_bytes: int
+    stack_bytes: int
+    pte_bytes: int | None
+    switches: int
+    sample_age_s: float
+    rss_exact: bool
+
+
+@dataclass(frozen=True)
+class ProcStatOptions:
+    """``pids``: track only these processes (tgids; empty: all).
+    ``max_processes``: capacity of the BPF map; processes beyond it are
+    counted in :attr:`ProcStat.dropped`, not tracked."""
+
+    pids: tuple[int, ...] = ()
+    max_processes: int = 16384
+
+
+def _exact_rss_variant(btf: BTF) -> tuple[str, bool]:
+    """(description of the rss layout, whether the per-CPU offsets program loads)."""
+    if btf.find("mm_rss_stat", "struct"):
+        return "rss_stat atomic counters (Linux <= 6.1): exact", False
+    if btf.enumerator(_PERCPU_HELPER) is None:
+        return "rss_stat percpu_counter without bpf_map_lookup_percpu_elem: lags by the counter batch", False
+    return "rss_stat percpu_counter: per-CPU parts summed, exact", True
+
+
+def plan() -> kernel.Plan:
+    """Hooks procstat needs and how it reads rss on this kernel."""
+    hooks = [kernel.tracepoint_hook("sched_switch"), kernel.tracepoint_hook("sched_process_exit")]
+    result = kernel.Plan("procstat", hooks)
+    if not kernel.btf_available():
+        result.problems.append("no kernel BTF")
+        return result
+    btf = BTF.vmlinux()
+    missing = [name for name in _RSS_ITEMS if btf.enumerator(name) is None]
+    if missing:
+        result.problems.append(f"kernel BTF lacks {', '.join(missing)}")
+    if "rss_stat" not in btf.members("mm_struct"):
+        result.problems.append("struct mm_struct has no rss_stat")
+    result.variant = "tp_btf sched_switch; " + _exact_rss_variant(btf)[0]
+    return result
+
+
+def tgid_of(pid: int) -> int:
+    """Thread group id of ``pid`` (a thread id maps to its process)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        raise NoSuchProcessError(pid) from None
+    for line in status.splitlines():
+        if line.startswith("Tgid:"):
+            return int(line.split()[1])
+    raise NoSuchProcessError(pid)
+
+
+class ProcStat:
+    """Loads and attaches the procstat BPF programs; :meth:`read` returns snapshots.
+
+    A context manager: leaving it detaches the programs and frees the map.
+    """
+
+    def __init__(self, options: ProcStatOptions | None = None) -> None:
+        self.options = options or ProcStatOptions()
+        self.page_size = kernel.page_size()
+        self._layouts = header("procstat")
+        self._stack = ExitStack()
+        self._obj: BPFObject | None = None
+
+    def __enter__(self) -> ProcStat:
+        kernel.require_bpf()
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        btf = BTF.vmlinux()
+        obj = self._stack.enter_context(BPFObject.open(object_path("procstat")))
+        for name, var in _RSS_ITEMS.items():
+            value = btf.enumerator(name)
+            if value is None:
+                raise MemwatcherError(f"kernel BTF lacks the rss counter {name}")
+            setattr(obj.rodata, var, value)
+        obj.rodata.nr_cpus = possible_cpus()
+        obj.rodata.direct_percpu_reads = btf.find("bpf_rdonly_cast", "func") is not None
+        obj.rodata.filter_pids = bool(self.options.pids)
+        obj.maps.procs.max_entries = self.options.max_processes
+        _, learn = _exact_rss_variant(btf)
+        obj.programs.learn_cpu_offsets.autoload = learn
+        obj.load()
+        if learn:
+            obj.programs.learn_cpu_offsets.test_run()
+        for pid in self.options.pids:
+            obj.maps.pid_filter.update(np.uint32(pid), np.uint8(1))
+        obj.programs.procstat_switch.attach()
+        obj.programs.procstat_exit.attach()
+        self._obj = obj
+
+    def close(self) -> None:
+        self._obj = None
+        self._stack.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dropped(self) -> int:
+        """Processes not tracked because the map was full (cumulative)."""
+        return self._obj.bss.dropped_full if self._obj else 0
+
+    def read(self) -> list[ProcessMemory]:
+        """Every tracked process, in map order."""
+        if self._obj is None:
+            raise MemwatcherError("read procstat after close")
+        _, entries = self._obj.maps.procs.read_all(np.uint32, self._layouts.procstat_entry)
+        return decode_entries(entries, self.page_size, time.monotonic_ns(), self._layouts.constants)
+
+
+def decode_entries(entries: np.ndarray, page_size: int, now_ns: int, constants: dict[str, int]) -> list[ProcessMemory]:
+    """``procstat_entry`` records -> :class:`ProcessMemory` (pages to bytes)."""
+    no_pte = constants["PROCSTAT_F_NO_PGTABLES"]
+    inexact = constants["PROCSTAT_F_RSS_INEXACT"]
+    out = []
+    for e in entries:
+        rss_pages = int(e["rss_file_pages"] + e["rss_anon_pages"] + e["rss_shmem_pages"])
+        hwm_pages = max(int(e["hiwater_rss_pages"]), rss_pages)
+        max_seen_pages = max(int(e["rss_max_pages"]), rss_pages)
+        flags = int(e["flags"])
+        out.append(
+            ProcessMemory(
+                pid=int(e["tgid"]),
+                comm=bytes(e["comm"]).split(b"\0", 1)[0].decode(errors="replace"),
+                vsize_bytes=int(e["total_vm_pages"]) * page_size,
+                rss_bytes=rss_pages * page_size,
+                rss_peak_bytes=max(hwm_pages, max_seen_pages) * page_size,
+                rss_hwm_bytes=hwm_pages * page_size,
+                rss_max_seen_bytes=max_seen_pages * page_size,
+                rss_anon_bytes=int(e["rss_anon_pages"]) * page_size,
+                rss_file_bytes=int(e["rss_file_pages"]) * page_size,
+                rss_shmem_bytes=int(e["rss_shmem_pages"]) * page_size,
+                swap_bytes=int(e["swap_pages"]) * page_size,
+                data_bytes=int(e["data_vm_pages"]) * page_size,
+                stack_bytes=int(e["stack_vm_pages"]) * page_size,
+                pte_bytes=None if flags & no_pte else int(e["pgtables_bytes"]),
+                switches=int(e["switches"]),
+                sample_age_s=max(0, now_ns - int(e["last_seen_ns"])) / 1e9,
+                rss_exact=not flags & inexact,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- CLI
+
+# --sort names -> ProcessMemory field (the full field names are accepted too).
+SORT_KEYS = {
+    "rss": "rss_bytes",
+    "peak": "rss_peak_bytes",
+    "hwm": "rss_hwm_bytes",
+    "anon": "rss_anon_bytes",
+    "file": "rss_file_bytes",
+    "shmem": "rss_shmem_bytes",
+    "swap": "swap_bytes",
+    "vsize": "vsize_bytes",
+    "data": "data_bytes",
+    "stack": "stack_bytes",
+    "pte": "pte_bytes",
+    "switches": "switches",
+    "pid": "pid",
+}
+
+
+def resolve_sort_key(name: str) -> str:
+    """--sort value -> ProcessMemory field; raises ValueError for unknown names."""
+    if name in SORT_KEYS:
+        return SORT_KEYS[name]
+    if name in SORT_KEYS.values():
+        return name
+    raise ValueError(f"unknown sort key {name!r}: use one of {', '.join(SORT_KEYS)}")
+
+
+def select_rows(procs: list[ProcessMemory], sort_field: str, top: int | None) -> list[ProcessMemory]:
+    """Sorted largest first (pid: ascending; absent values last), at most ``top`` rows."""
+    if sort_field == "pid":
+        rows = sorted(procs, key=lambda p: p.pid)
+    else:
+        value = attrgetter(sort_field)
+        rows = sorted(procs, key=lambda p: (value(p) is not None, value(p) or 0, -p.pid), reverse=True)
+    return rows[:top] if top else rows
+
+
+_MAIN_COLUMNS = [
+    Column("pid", "PID"),
+    Column("comm", "COMM", left=True),
+    Column("vsize_bytes", "VSIZE", "bytes"),
+    Column("rss_bytes", "RSS", "bytes"),
+    Column("rss_peak_bytes", "PEAK", "bytes"),
+    Column("rss_anon_bytes", "ANON", "bytes"),
+    Column("rss_file_bytes", "FILE", "bytes"),
+    Column("rss_shmem_bytes", "SHMEM", "bytes"),
+    Column("swap_bytes", "SWAP", "bytes"),
+    Column("switches", "SWITCHES"),
+]
+# The original tool's -R view.
+_PAGES_COLUMNS = [
+    Column("pid", "PID"),
+    Column("comm", "COMM", left=True),
+    Column("vsize_bytes", "VSIZE", "bytes"),
+    Column("data_bytes", "DATA", "bytes"),
+    Column("stack_bytes", "STACK", "bytes"),
+    Column("pte_bytes", "PTE", "bytes"),
+    Column("swap_bytes", "SWAP", "bytes"),
+]
+# JSON and CSV carry every field.
+_ALL_COLUMNS = [Column(name, name) for name in ProcessMemory._fields]
+
+
+class _PidWatch:
+    """Knows which --pid processes are still alive (pidfds: no pid-reuse race)."""
+
+    def __init__(self, pids: list[int], stack: ExitStack) -> None:
+        self.fds: dict[int, int] = {}
+        for pid in pids:
+            fd = os.pidfd_open(pid)
+            stack.callback(os.close, fd)
+            self.fds[pid] = fd
+
+    def exited(self) -> list[int]:
+        """Pids that exited since the last call (they are then forgotten)."""
+        if not self.fds:
+            return []
+        ready, _, _ = select.select(list(self.fds.values()), [], [], 0)
+        gone = [pid for pid, fd in self.fds.items() if fd in ready]
+        for pid in gone:
+            del self.fds[pid]
+        return gone
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("procstat")
+    def procstat_command(
+        interval: Interval = 1.0,
+        duration: Duration = None,
+        count: Count = None,
+        output: Output = OutputFormat.table,
+        sort: Annotated[
+            str, typer.Option("--sort", "-s", help=f"Sort by: {', '.join(SORT_KEYS)} (or a JSON key).")
+        ] = "rss",
+        top: Annotated[int | None, typer.Option("--top", "-n", min=1, help="Show the N largest.")] = None,
+        pid: Annotated[list[int] | None, typer.Option("--pid", "-p", help="Only this process (repeatable).")] = None,
+        pages: Annotated[
+            bool, typer.Option("--pages", "-R", help="Table of vsize, data, stack, page tables, swap.")
+        ] = False,
+        max_processes: Annotated[
+            int, typer.Option("--max-processes", min=1, help="Capacity of the in-kernel table.")
+        ] = 16384,
+    ) -> None:
+        """Per-process memory (vsize, rss and its parts, swap, data, stack, page tables, peak).
+
+        Sampled in the kernel each time a thread is switched out; a process
+        shows up once it has been switched out since the tool started.
+        Example: memwatcher procstat --top 10 --sort swap -o json
+        """
+        try:
+            sort_field = resolve_sort_key(sort)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--sort") from None
+        tgids = sorted({tgid_of(p) for p in pid or []})
+        columns = (_PAGES_COLUMNS if pages else _MAIN_COLUMNS) if output == OutputFormat.table else _ALL_COLUMNS
+        writer = make_writer(output, columns)
+        with ExitStack() as stack:
+            watch = _PidWatch(tgids, stack)
+            ps = stack.enter_context(ProcStat(ProcStatOptions(tuple(tgids), max_processes)))
+            stop = stack.enter_context(stop_on_signals())
+            reported_drops = 0
+
+            def sample() -> bool:
+                nonlocal reported_drops
+                procs = ps.read()
+                dropped = ps.dropped
+                title = f"procstat: {len(procs)} processes"
+                if dropped:
+                    title += f", {dropped} not tracked (table full: raise --max-processes)"
+                if dropped > reported_drops and output != OutputFormat.table:
+                    writer.message(f"memwatcher: {dropped} processes not tracked (table full: raise --max-processes)")
+                reported_drops = dropped
+                rows = select_rows(procs, sort_field, top)
+                writer.write([r._asdict() for r in rows], title=title)
+                for gone in watch.exited():
+                    writer.message(f"memwatcher: process {gone} exited")
+                if tgids and not watch.fds:
+                    writer.message("memwatcher: every selected process has exited")
+                    return False
+                return True
+
+            run_periodic(schedule(interval, duration, count), sample, stop)
