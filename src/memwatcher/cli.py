@@ -8,22 +8,29 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from typing import Annotated
 
 import typer
 
 from . import __version__, doctor, libbpf
 from .errors import MemwatcherError, NotSupportedError, PrivilegeError
+from .kernel import require_bpf
 from .objects import objects_dir
+from .options import Count, Duration, Interval, schedule
 from .output import Column, OutputFormat, make_writer
+from .runner import run_periodic, stop_on_signals
 from .tools import report_modules
 
 EXIT_RUNTIME = 1
 EXIT_UNSUPPORTED = 77
 
 app = typer.Typer(
-    help="eBPF memory observatory: per-process and system memory, page allocation, reclaim, leaks.",
-    no_args_is_help=True,
+    help="eBPF memory observatory: per-process and system memory, page allocation, reclaim, leaks.\n\n"
+    "Without a command, runs the live dashboard (memwatcher top). Periodic reports also take "
+    "BCC-style positional arguments: memwatcher procstat 2 10 = every 2 s, 10 samples.\n\n"
+    "Exit codes: 0 ok, 1 runtime error, 2 usage error, 77 missing privileges or kernel support.",
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=True,
 )
@@ -39,11 +46,53 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Show versions and exit.")
     ] = None,
 ) -> None:
-    pass
+    if ctx.invoked_subcommand is None:
+        top_command()
+
+
+@app.command("top")
+def top_command(
+    interval: Interval = 2.0,
+    duration: Duration = None,
+    count: Count = None,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="Processes to show.")] = 10,
+    plain: Annotated[bool, typer.Option("--plain", help="Periodic plain text even on a terminal.")] = False,
+) -> None:
+    """Live dashboard: system memory, top processes, reclaim, allocation failures.
+
+    Example: memwatcher top --interval 1 --top 15
+    """
+    from .dashboard import Dashboard, fancy_terminal, render_rich, render_text, slow_step
+
+    require_bpf()
+    with stop_on_signals() as stop, ExitStack() as stack:
+        with slow_step("loading and attaching the procstat, sysstat, pr and paf programs..."):
+            board = stack.enter_context(Dashboard(top=top))
+        last: list = []
+        live = None
+        if fancy_terminal() and not plain:
+            from rich.live import Live
+
+            live = stack.enter_context(Live(render_rich(board.sample()), auto_refresh=False, transient=True))
+
+        def refresh() -> None:
+            state = board.sample()
+            last[:] = [state]
+            if live is not None:
+                live.update(render_rich(state), refresh=True)
+            else:
+                typer.echo(render_text(state))
+
+        run_periodic(schedule(interval, duration, count), refresh, stop)
+        if live is not None:
+            live.stop()
+        if last and live is not None:
+            typer.echo("final summary:\n" + render_text(last[0]))
 
 
 @app.command("doctor")
@@ -79,10 +128,48 @@ for _module in report_modules().values():
     _module.register(app)
 
 
+def _bcc_positionals(argv: list[str]) -> list[str]:
+    """Rewrite BCC-style ``CMD [options] interval [count]`` into ``--interval``/``--count``.
+
+    Which options take a value is read from the command's own definition, so
+    ``procstat --top 5 2 10`` means top 5, every 2 s, 10 samples.
+    """
+    if not argv or argv[0].startswith("-"):
+        return argv
+    command = typer.main.get_command(app)
+    sub = command.commands.get(argv[0]) if hasattr(command, "commands") else None
+    names = {n for p in (sub.params if sub else []) for n in getattr(p, "opts", [])}
+    if sub is None or "--interval" not in names:
+        return argv
+    takes_value = {
+        n for p in sub.params if not getattr(p, "is_flag", True) and not getattr(p, "count", False) for n in p.opts
+    }
+    head, numbers, i = [argv[0]], [], 1
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            head += argv[i:]
+            break
+        if token in takes_value:
+            head += argv[i : i + 2]
+            i += 2
+            continue
+        try:
+            float(token)
+            numbers.append(token)
+        except ValueError:
+            head.append(token)
+        i += 1
+    if len(numbers) > 2:
+        return argv  # let the command report the extra arguments
+    flags = [*(["--interval", numbers[0]] if numbers else []), *(["--count", numbers[1]] if len(numbers) > 1 else [])]
+    return head + flags
+
+
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line."""
     try:
-        app()
+        app(args=_bcc_positionals(sys.argv[1:]))
     except (PrivilegeError, NotSupportedError) as e:
         print(f"memwatcher: {e}", file=sys.stderr)
         sys.exit(EXIT_UNSUPPORTED)

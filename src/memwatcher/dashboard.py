@@ -1,0 +1,299 @@
+"""`memwatcher top`: the whole memory picture from one set of loaded programs.
+
+System memory (sysstat), the top processes by rss with their growth since the
+dashboard started (procstat), reclaim activity and direct-reclaim stalls
+(pr), allocation failures and kswapd wakeups (paf). A report that cannot load
+on this kernel is shown as unavailable with its reason; the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import MemwatcherError
+from .output import human_bytes, human_ns, timestamp
+from .tools import paf, pr, procstat, sysstat
+
+__all__ = ["Dashboard", "DashboardState", "render_rich", "render_text"]
+
+# System memory rows: (label, SysSample field).
+_MEMORY_ROWS = (
+    ("free", "free_bytes"),
+    ("anon", "anon_pages_bytes"),
+    ("file", "file_pages_bytes"),
+    ("active", "active_bytes"),
+    ("inactive", "inactive_bytes"),
+    ("shmem", "shmem_bytes"),
+    ("dirty", "dirty_bytes"),
+    ("writeback", "writeback_bytes"),
+    ("slab", "slab_bytes"),
+    ("page tables", "page_tables_bytes"),
+    ("kernel stack", "kernel_stack_bytes"),
+    ("unevictable", "unevictable_bytes"),
+)
+
+
+@dataclass
+class ProcessRow:
+    pid: int
+    comm: str
+    rss_bytes: int
+    rss_peak_bytes: int
+    growth_bytes: int
+    swap_bytes: int
+
+
+@dataclass
+class DashboardState:
+    """One refresh. Interval figures cover the time since the previous refresh."""
+
+    time: str
+    interval_s: float
+    memory: sysstat.SysSample | None = None
+    processes: list[ProcessRow] = field(default_factory=list)
+    reclaim: pr.ReclaimSample | None = None
+    reclaim_total: pr.ReclaimSample | None = None
+    zones: list[paf.ZoneStats] = field(default_factory=list)
+    alloc_failures_total: int = 0
+    kswapd_wakeups_total: int = 0
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+class Dashboard:
+    """Loads procstat, sysstat, pr and paf together; :meth:`sample` gives a state."""
+
+    def __init__(self, top: int = 10) -> None:
+        self.top = top
+        self._stack = ExitStack()
+        self.unavailable: dict[str, str] = {}
+        self._first_rss: dict[int, int] = {}
+        self._reclaim_start: pr.Snapshot | None = None
+        self._reclaim_prev: pr.Snapshot | None = None
+        self._failures_total = 0
+        self._kswapd_total = 0
+        self._last = time.monotonic()
+        self.procs: procstat.ProcStat | None = None
+        self.memory: sysstat.SysStat | None = None
+        self.reclaim: pr.PageReclaim | None = None
+        self.alloc: paf.PageAllocTracer | None = None
+
+    def _load(self, name: str, factory: Callable[[], Any]) -> Any:
+        try:
+            return self._stack.enter_context(factory())
+        except MemwatcherError as e:
+            self.unavailable[name] = str(e)
+            return None
+
+    def __enter__(self) -> Dashboard:
+        try:
+            self.procs = self._load("procstat", procstat.ProcStat)
+            self.memory = self._load("sysstat", sysstat.SysStat)
+            self.reclaim = self._load("pr", pr.PageReclaim)
+            self.alloc = self._load("paf", paf.PageAllocTracer)
+        except BaseException:
+            self._stack.close()
+            raise
+        if len(self.unavailable) == 4:
+            self._stack.close()
+            raise MemwatcherError(
+                "no report could load: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
+            )
+        if self.reclaim is not None:
+            self._reclaim_start = self._reclaim_prev = self.reclaim.read()
+        self._last = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def sample(self) -> DashboardState:
+        now = time.monotonic()
+        state = DashboardState(timestamp(), now - self._last, unavailable=dict(self.unavailable))
+        self._last = now
+        if self.memory is not None:
+            state.memory = self.memory.read()[0]
+        if self.procs is not None:
+            state.processes = self._top_processes(self.procs.read())
+        if self.reclaim is not None:
+            snap = self.reclaim.read()
+            state.reclaim = (snap - self._reclaim_prev).total()
+            state.reclaim_total = (snap - self._reclaim_start).total()
+            self._reclaim_prev = snap
+        if self.alloc is not None:
+            sample = self.alloc.sample()
+            state.zones = [z for z in sample.zones if z.managed_pages]
+            self._failures_total += sum(z.failures for z in sample.zones)
+            self._kswapd_total += sum(z.kswapd_wakeups for z in sample.zones)
+        state.alloc_failures_total = self._failures_total
+        state.kswapd_wakeups_total = self._kswapd_total
+        return state
+
+    def _top_processes(self, procs: list[procstat.ProcessMemory]) -> list[ProcessRow]:
+        rows = []
+        for p in procs:
+            first = self._first_rss.setdefault(p.pid, p.rss_bytes)
+            rows.append(ProcessRow(p.pid, p.comm, p.rss_bytes, p.rss_peak_bytes, p.rss_bytes - first, p.swap_bytes))
+        live = {p.pid for p in procs}
+        for pid in [pid for pid in self._first_rss if pid not in live]:
+            del self._first_rss[pid]
+        rows.sort(key=lambda r: r.rss_bytes, reverse=True)
+        return rows[: self.top]
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else human_bytes(value)
+
+
+def _signed_bytes(value: int) -> str:
+    return ("+" if value > 0 else "") + human_bytes(value) if value else "0"
+
+
+def _reclaim_lines(r: pr.ReclaimSample | None) -> list[tuple[str, str]]:
+    if r is None:
+        return []
+
+    def n(v: int | None) -> str:
+        return "-" if v is None else str(v)
+
+    stall = "-" if not r.direct_reclaims else human_ns((r.direct_reclaim_ns or 0) / r.direct_reclaims)
+    return [
+        ("scanned / reclaimed pages", f"{r.scanned_pages} / {r.reclaimed_pages}"),
+        ("dirty / writeback pages", f"{n(r.dirty_pages)} / {n(r.writeback_pages)}"),
+        ("direct reclaims (avg stall)", f"{n(r.direct_reclaims)} ({stall})"),
+        ("memcg reclaims", n(r.memcg_reclaims)),
+        ("kswapd wakeups", n(r.kswapd_wakeups)),
+    ]
+
+
+def render_text(state: DashboardState) -> str:
+    """The plain-text view (pipes, dumb terminals, the final summary)."""
+    out = [f"memwatcher  {state.time}  (interval {state.interval_s:.1f}s)"]
+    if state.memory is not None:
+        cells = [f"{label} {_bytes(getattr(state.memory, key))}" for label, key in _MEMORY_ROWS]
+        out.append("memory:  " + "  ".join(cells))
+    if state.processes:
+        out.append(f"{'PID':>8} {'COMM':<16} {'RSS':>9} {'PEAK':>9} {'GROWTH':>9} {'SWAP':>9}")
+        for p in state.processes:
+            out.append(
+                f"{p.pid:>8} {p.comm:<16} {human_bytes(p.rss_bytes):>9} {human_bytes(p.rss_peak_bytes):>9} "
+                f"{_signed_bytes(p.growth_bytes):>9} {human_bytes(p.swap_bytes):>9}"
+            )
+    if state.reclaim is not None:
+        out.append("reclaim (interval):  " + "  ".join(f"{k}: {v}" for k, v in _reclaim_lines(state.reclaim)))
+    if state.zones or state.alloc_failures_total or state.kswapd_wakeups_total:
+        out.append(
+            f"allocation failures: {state.alloc_failures_total}  kswapd wakeups: {state.kswapd_wakeups_total}"
+            " (since start)"
+        )
+        for z in state.zones:
+            out.append(
+                f"  node {z.node} {z.zone:<8} free {z.free_pages} pages  min/low/high {z.min_pages}/{z.low_pages}/"
+                f"{z.high_pages}  allocs {z.allocs}  failures {z.failures}"
+            )
+    for name, reason in state.unavailable.items():
+        out.append(f"{name}: unavailable ({reason})")
+    return "\n".join(out) + "\n"
+
+
+def render_rich(state: DashboardState) -> Any:
+    """The rich view for terminals: panels of tables."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+
+    parts: list[Any] = []
+    if state.memory is not None:
+        mem = Table.grid(padding=(0, 2))
+        labels = [label for label, _ in _MEMORY_ROWS]
+        values = [_bytes(getattr(state.memory, key)) for _, key in _MEMORY_ROWS]
+        half = (len(labels) + 1) // 2
+        for i in range(half):
+            row = [labels[i], values[i]]
+            if i + half < len(labels):
+                row += [labels[i + half], values[i + half]]
+            mem.add_row(*row)
+        parts.append(Panel(mem, title="system memory (sysstat)", expand=False))
+    if state.processes:
+        procs = Table(title="top processes by rss (procstat)", title_justify="left")
+        for name, justify in (
+            ("PID", "right"),
+            ("COMM", "left"),
+            ("RSS", "right"),
+            ("PEAK", "right"),
+            ("GROWTH", "right"),
+            ("SWAP", "right"),
+        ):
+            procs.add_column(name, justify=justify)
+        for p in state.processes:
+            growth = _signed_bytes(p.growth_bytes)
+            style = "red" if p.growth_bytes > 0 else None
+            procs.add_row(
+                str(p.pid),
+                p.comm,
+                human_bytes(p.rss_bytes),
+                human_bytes(p.rss_peak_bytes),
+                f"[{style}]{growth}[/]" if style else growth,
+                human_bytes(p.swap_bytes),
+            )
+        parts.append(procs)
+    if state.reclaim is not None:
+        rec = Table.grid(padding=(0, 2))
+        for key, value in _reclaim_lines(state.reclaim):
+            rec.add_row(key, value)
+        parts.append(Panel(rec, title=f"reclaim, last {state.interval_s:.1f}s (pr)", expand=False))
+    if state.zones:
+        zones = Table(
+            title=(
+                f"zones (paf): {state.alloc_failures_total} allocation failures, "
+                f"{state.kswapd_wakeups_total} kswapd wakeups since start"
+            ),
+            title_justify="left",
+        )
+        for name in ("NODE", "ZONE", "FREE", "MIN", "LOW", "HIGH", "ALLOCS", "FAILURES"):
+            zones.add_column(name, justify="left" if name == "ZONE" else "right")
+        for z in state.zones:
+            zones.add_row(
+                str(z.node),
+                z.zone,
+                str(z.free_pages),
+                str(z.min_pages),
+                str(z.low_pages),
+                str(z.high_pages),
+                str(z.allocs),
+                str(z.failures),
+            )
+        parts.append(zones)
+    for name, reason in state.unavailable.items():
+        parts.append(f"[yellow]{name} unavailable:[/] {reason}")
+    return Group(*parts)
+
+
+def fancy_terminal() -> bool:
+    """Whether stdout is a terminal that can take a live, redrawn view."""
+    return sys.stdout.isatty() and os.environ.get("TERM", "dumb") not in ("", "dumb")
+
+
+@contextmanager
+def slow_step(message: str, after_s: float = 1.0) -> Iterator[None]:
+    """Say ``message`` on stderr if the block takes longer than ``after_s``."""
+    import threading
+
+    timer = threading.Timer(after_s, lambda: print(f"memwatcher: {message}", file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

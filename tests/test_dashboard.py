@@ -1,0 +1,81 @@
+"""The dashboard (`memwatcher` / `memwatcher top`) and BCC-style positional arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import requires_bpf
+
+MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
+
+
+def run_in_pty(args: list[str], timeout_s: float = 90) -> tuple[int, str]:
+    """Run memwatcher on a pseudo-terminal; returns (exit status, everything it drew)."""
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="160", LINES="60")
+    proc = subprocess.Popen([*MEMWATCHER, *args], stdin=terminal, stdout=terminal, stderr=terminal, env=env)
+    os.close(terminal)
+    chunks, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(controller)
+    status = proc.wait(timeout=10)
+    return status, b"".join(chunks).decode(errors="replace")
+
+
+@requires_bpf
+def test_dashboard_on_a_terminal_refreshes_and_ends_with_a_summary() -> None:
+    status, screen = run_in_pty(["top", "--count", "2", "--interval", "1"])
+    assert status == 0, screen[-2000:]
+    assert "\x1b[" in screen  # drawn with terminal control sequences (rich Live)
+    for title in ("system memory (sysstat)", "top processes by rss (procstat)", "(pr)", "zones (paf)"):
+        assert title in screen, title
+    summary = screen.split("final summary:")[-1]
+    assert "memory:" in summary and "PID" in summary
+    assert "Traceback" not in screen
+
+
+@requires_bpf
+def test_bare_command_is_the_dashboard_in_plain_text_and_sigterm_ends_it() -> None:
+    proc = subprocess.Popen(MEMWATCHER, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)  # default interval 2 s: at least two refreshes
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "\x1b[" not in out
+    assert out.count("memwatcher  ") >= 3  # two refreshes plus the final one on SIGTERM
+    assert "memory:  free" in out and "PID" in out
+    assert "Traceback" not in err
+
+
+@requires_bpf
+def test_positional_interval_and_count() -> None:
+    proc = subprocess.run(
+        [*MEMWATCHER, "pr", "0.2", "3", "--output", "json"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    times = [json.loads(line)["time"] for line in proc.stdout.splitlines()]
+    assert len(times) == 3 and len(set(times)) == 3
+
+
+def test_too_many_positionals_is_a_usage_error() -> None:
+    proc = subprocess.run([*MEMWATCHER, "pr", "1", "2", "3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
