@@ -1,0 +1,1 @@
+"""Compiled CO-RE BPF objects (``<report>.bpf.o``) and record headers, built by build.sh."""
