@@ -1,10 +1,10 @@
 """memwatcher's exception tree (importing it loads nothing else).
 
-    MemwatcherError
-    ├── NotSupportedError     the kernel lacks a feature (exit 77)
-    ├── PrivilegeError        no root / CAP_BPF + CAP_PERFMON (exit 77)
-    ├── NoSuchProcessError    a --pid that does not exist (exit 1)
-    └── libbpf.LibbpfError    a libbpf / bpf(2) call failed (exit 1)
+MemwatcherError
+├── NotSupportedError     the kernel lacks a feature (exit 77)
+├── PrivilegeError        no root / CAP_BPF + CAP_PERFMON (exit 77)
+├── NoSuchProcessError    a --pid that does not exist (exit 1)
+└── libbpf.LibbpfError    a libbpf / bpf(2) call failed (exit 1)
 """
 
 from __future__ import annotations
