@@ -9,14 +9,13 @@ disabled by removing ``DEBUGINFOD_URLS`` before libdw is loaded.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Sequence
 
 import cffi
 
 from ._symtab import SymbolTable, wanted
-from ._types import DebugFile, Lookup, SourceFrame
+from ._types import DebugFile, Lookup, SourceFrame, innermost_range
 
 _CDEF = """
 typedef uint64_t Dwarf_Addr;
@@ -230,14 +229,8 @@ class DwflFile:
         index = self._cu_index.get(key)
         if index is None:
             index = self._cu_index[key] = self._index_cu(cudie)
-        starts, entries = index
-        i = bisect.bisect_right(starts, pc) - 1
-        # Subprogram ranges rarely overlap (aliases, GNU nested functions): look a few back.
-        for j in range(i, max(i - 8, -1), -1):
-            low, high, scope = entries[j]
-            if low <= pc < high:
-                break
-        else:
+        scope = innermost_range(*index, pc)
+        if scope is None:
             return []
         chain = [scope]
         current = scope

@@ -21,7 +21,7 @@ from elftools.dwarf.ranges import BaseAddressEntry
 from elftools.elf.elffile import ELFFile
 
 from ._symtab import STB_GLOBAL, STB_LOCAL, STB_WEAK, SymbolTable, wanted
-from ._types import DebugFile, Lookup, SourceFrame
+from ._types import DebugFile, Lookup, SourceFrame, innermost_range
 
 _DEFAULT_DEBUG_DIRS = ("/usr/lib/debug",)
 _BINDS = {"STB_LOCAL": STB_LOCAL, "STB_GLOBAL": STB_GLOBAL, "STB_WEAK": STB_WEAK}
@@ -305,14 +305,8 @@ class _CU:
                         pending.append(die)
             entries.sort(key=lambda e: (e[0], e[1]))
             self._subprograms = ([e[0] for e in entries], entries)
-        starts, entries = self._subprograms
-        i = bisect.bisect_right(starts, pc) - 1
-        # Subprogram ranges rarely overlap (aliases, GNU nested functions): look a few back.
-        for j in range(i, max(i - 8, -1), -1):
-            low, high, die = entries[j]
-            if low <= pc < high:
-                break
-        else:
+        die = innermost_range(*self._subprograms, pc)
+        if die is None:
             return []
         chain = [die]
         current = die

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+import bisect
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
 
 
 class SourceFrame(NamedTuple):
@@ -39,3 +41,17 @@ class Backend(Protocol):
     def open(self, fd: int, name: str, debuglink_base: str, build_id: str | None) -> DebugFile:
         """Open the ELF file at ``fd`` (the caller keeps ``fd``; dup it to keep it)."""
         ...
+
+
+def innermost_range(starts: Sequence[int], entries: Sequence[tuple[int, int, Any]], pc: int) -> Any | None:
+    """The payload of the ``(low, high, payload)`` entry (sorted by low) whose range holds ``pc``.
+
+    Subprogram ranges rarely overlap (aliases, GNU nested functions), so only
+    a few entries before the bisection point are looked at.
+    """
+    i = bisect.bisect_right(starts, pc) - 1
+    for j in range(i, max(i - 8, -1), -1):
+        low, high, payload = entries[j]
+        if low <= pc < high:
+            return payload
+    return None
