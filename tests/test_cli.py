@@ -81,3 +81,12 @@ def test_objects_are_shipped_inside_the_package() -> None:
     shipped = {p.name for p in Path(objects.objects_dir()).glob("*.bpf.o")}
     sources = {p.name.replace(".bpf.c", ".bpf.o") for p in (Path(__file__).parents[1] / "bpf").glob("*.bpf.c")}
     assert sources <= shipped
+
+
+def test_man_page_is_generated_from_the_current_cli() -> None:
+    top = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(top / "scripts" / "gen-man.py")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (top / "docs" / "memwatcher.1").read_text(), "run scripts/gen-man.py > docs/memwatcher.1"
+    for command in ("doctor", "top", *report_modules()):
+        assert f".SS {command}" in proc.stdout

@@ -959,7 +959,7 @@ def register(app: typer.Typer) -> None:
         interval: Interval = 5.0,
         duration: Duration = None,
         count: Count = None,
-        top: Annotated[int, typer.Option("--top", "-T", min=1, help="Show this many stacks.")] = 10,
+        top: Annotated[int, typer.Option("--top", "-n", min=1, help="Show this many stacks.")] = 10,
         min_age: Annotated[
             float, typer.Option("--min-age", min=0.0, help="Only allocations older than this many seconds.")
         ] = 0.0,
