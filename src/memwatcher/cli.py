@@ -67,7 +67,8 @@ def top_command(
 
     Example: memwatcher top --interval 1 --top 15
     """
-    from .dashboard import Dashboard, fancy_terminal, render_rich, render_text, slow_step
+    from .dashboard import Dashboard, fancy_terminal, render_rich, render_text
+    from .progress import slow_step
 
     require_bpf()
     with stop_on_signals() as stop, ExitStack() as stack:

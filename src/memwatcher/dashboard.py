@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,17 +283,3 @@ def render_rich(state: DashboardState) -> Any:
 def fancy_terminal() -> bool:
     """Whether stdout is a terminal that can take a live, redrawn view."""
     return sys.stdout.isatty() and os.environ.get("TERM", "dumb") not in ("", "dumb")
-
-
-@contextmanager
-def slow_step(message: str, after_s: float = 1.0) -> Iterator[None]:
-    """Say ``message`` on stderr if the block takes longer than ``after_s``."""
-    import threading
-
-    timer = threading.Timer(after_s, lambda: print(f"memwatcher: {message}", file=sys.stderr, flush=True))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()

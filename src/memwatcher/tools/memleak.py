@@ -58,6 +58,7 @@ from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, schedule
 from ..output import human_bytes, timestamp
+from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 from ..symbolize import Frame, SymbolizeError, Symbolizer
 
@@ -1054,11 +1055,12 @@ def register(app: typer.Typer) -> None:
                     binary = obj if "/" in obj else next((p for n, p in libs.items() if n.startswith(obj)), "")
                     if not binary:
                         raise TargetError(f"{command.split()[0]} does not load {obj}")
-                tracer: _Tracer = stack.enter_context(
-                    UserMemleak(
-                        proc.pid, options, symbol_prefix=symbol_prefix, binary=binary, libc=libc, hold_at_exit=True
+                with slow_step("attaching the allocator probes..."):
+                    tracer: _Tracer = stack.enter_context(
+                        UserMemleak(
+                            proc.pid, options, symbol_prefix=symbol_prefix, binary=binary, libc=libc, hold_at_exit=True
+                        )
                     )
-                )
 
                 def wait_command() -> None:
                     proc.wait()
@@ -1069,9 +1071,11 @@ def register(app: typer.Typer) -> None:
                 proc.release()
                 waiter.start()
             elif kernel_mode:
-                tracer = stack.enter_context(KernelMemleak(options, pid))
+                with slow_step("loading and attaching the kernel allocation probes..."):
+                    tracer = stack.enter_context(KernelMemleak(options, pid))
             else:
-                tracer = stack.enter_context(UserMemleak(pid, options, library=obj, symbol_prefix=symbol_prefix))
+                with slow_step("attaching the allocator probes..."):
+                    tracer = stack.enter_context(UserMemleak(pid, options, library=obj, symbol_prefix=symbol_prefix))
             if pid is not None:
                 threading.Thread(target=_watch_pid, args=(pid, gone, stop), daemon=True).start()
             for name in getattr(tracer, "skipped", []):

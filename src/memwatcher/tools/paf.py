@@ -59,6 +59,7 @@ from ..libbpf import BTF, BPFObject, RingBuffer
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer, timestamp
+from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 
 __all__ = [
@@ -792,7 +793,8 @@ def register(app: typer.Typer) -> None:
         columns = (_EVENT_COLUMNS if output == OutputFormat.table else _EVENT_JSON_COLUMNS) if events else _ZONE_COLUMNS
         writer = make_writer(output, columns)
         with ExitStack() as stack:
-            paf = stack.enter_context(PageAllocTracer(PafOptions(pid=pid, events=events)))
+            with slow_step("calibrating, loading and attaching paf..."):
+                paf = stack.enter_context(PageAllocTracer(PafOptions(pid=pid, events=events)))
             stop = stack.enter_context(stop_on_signals())
             if paf.layout is None:
                 writer.message("memwatcher: page->flags zone field not found: successful allocations shown as zone ?")

@@ -39,6 +39,7 @@ from ..libbpf import BTF, BPFObject, LibbpfError, MemwatcherError, RingBuffer, p
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, Writer, human_ns, make_writer, timestamp
+from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 
 __all__ = [
@@ -743,6 +744,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         view = "latency" if latency else ("events" if events else "counters")
         opts = Options(events=events, variant=variant)
-        with PageReclaim(opts) as pr, stop_on_signals() as stop:
+        with slow_step("loading and attaching pr..."):
+            loaded = PageReclaim(opts)
+        with loaded as pr, stop_on_signals() as stop:
             reporter = _Reporter(pr, view, output, per_node)
             run_periodic(schedule(interval, duration, count), reporter.sample, stop)

@@ -42,6 +42,7 @@ from ..libbpf import BTF, BPFObject, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
+from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 
 __all__ = [
@@ -367,7 +368,8 @@ def register(app: typer.Typer) -> None:
         writer = make_writer(output, columns)
         with ExitStack() as stack:
             watch = _PidWatch(tgids, stack)
-            ps = stack.enter_context(ProcStat(ProcStatOptions(tuple(tgids), max_processes)))
+            with slow_step("loading and attaching procstat..."):
+                ps = stack.enter_context(ProcStat(ProcStatOptions(tuple(tgids), max_processes)))
             stop = stack.enter_context(stop_on_signals())
             reported_drops = 0
 

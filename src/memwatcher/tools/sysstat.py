@@ -48,6 +48,7 @@ from ..libbpf import BTF, BPFObject, MemwatcherError
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, Writer, make_writer, timestamp
+from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 
 __all__ = [
@@ -469,6 +470,8 @@ def register(app: typer.Typer) -> None:
         if variant is not None and variant not in _VARIANTS:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         groups = _resolve_groups(group, all_groups, output)
-        with SysStat(Options(min_period_ms=min_period_ms, variant=variant)) as stat, stop_on_signals() as stop:
+        with slow_step("loading and attaching sysstat..."):
+            loaded = SysStat(Options(min_period_ms=min_period_ms, variant=variant))
+        with loaded as stat, stop_on_signals() as stop:
             writer = make_writer(output, columns_for(groups, per_node))
             run_periodic(schedule(interval, duration, count), _Reporter(stat, writer, per_node).sample, stop)
