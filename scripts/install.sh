@@ -14,6 +14,7 @@ apt_packages=(
   gcc make python3-dev python3-venv  # the cffi extension, test C programs
   util-linux            # setpriv, unshare: privilege and wheel tests
   elfutils              # eu-addr2line: symbolization agreement test
+  prometheus            # a real server scrapes the exporter in its test
 )
 missing=()
 for p in "${apt_packages[@]}"; do

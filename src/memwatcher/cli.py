@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from . import __version__, doctor, libbpf
+from . import __version__, doctor, exporter, libbpf
 from .errors import MemwatcherError, NotSupportedError, PrivilegeError
 from .kernel import require_bpf
 from .objects import objects_dir
@@ -127,6 +127,7 @@ def doctor_command(
 
 for _module in report_modules().values():
     _module.register(app)
+exporter.register(app)
 
 
 def _bcc_positionals(argv: list[str]) -> list[str]:

@@ -1,0 +1,509 @@
+"""`memwatcher export`: Prometheus metrics from the procstat, sysstat, paf and pr programs.
+
+The four reports' BPF programs stay loaded; every scrape reads their maps in
+batches through the reports' library APIs (``ProcStat.read``,
+``SysStat.read``, ``PageAllocTracer.sample``, ``PageReclaim.read`` /
+``latency``) and turns the records into metric families. Nothing slow happens
+during a scrape: no symbolization, no /proc walks, no sleeping. Concurrent
+scrapes are serialized by a lock (paf's per-scrape deltas are accumulated
+into totals, which must happen once per read).
+
+Library use::
+
+    with Reports() as reports:
+        collector = MemwatcherCollector(reports, top_processes=20)
+        registry = CollectorRegistry()
+        registry.register(collector)
+        print(generate_latest(registry).decode())
+
+Conventions (checked by tests/test_exporter.py): every name starts with
+``memwatcher_``; sizes are in bytes (pages are converted with the page size
+of this machine), durations in seconds; counters end in ``_total`` and count
+from the moment the exporter loaded its programs; current levels are gauges.
+Label cardinality is bounded: ``pid``/``comm`` only on the top N processes by
+rss, ``node``/``zone``/``lru``/``kind`` take a handful of values.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from . import kernel
+from .errors import MemwatcherError
+from .options import Duration
+from .progress import slow_step
+from .runner import stop_on_signals
+from .tools import paf, pr, procstat, sysstat
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "MemwatcherCollector",
+    "Reports",
+    "latency_buckets",
+    "parse_listen",
+    "register",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+REPORT_NAMES = ("procstat", "sysstat", "paf", "pr")
+
+# Histogram buckets kept from pr's log2 latency slots: upper bounds 2^10 ns
+# (about 1 us) to 2^36 ns (about 69 s). Dropping le buckets of a cumulative
+# histogram loses no counts: faster reclaims fall in the first bucket, slower
+# ones in +Inf.
+_LE_MIN_EXP = 10
+_LE_MAX_EXP = 36
+
+# (ProcessMemory field, metric name suffix, HELP) for the top-N processes.
+_PROCESS_GAUGES = (
+    ("rss_bytes", "rss_bytes", "Resident set size (VmRSS): anon + file + shmem"),
+    ("rss_anon_bytes", "rss_anon_bytes", "Resident anonymous memory (RssAnon)"),
+    ("rss_file_bytes", "rss_file_bytes", "Resident file-backed memory (RssFile)"),
+    ("rss_shmem_bytes", "rss_shmem_bytes", "Resident shared memory (RssShmem)"),
+    ("swap_bytes", "swap_bytes", "Swapped-out anonymous memory (VmSwap)"),
+    ("vsize_bytes", "virtual_memory_bytes", "Virtual memory size (VmSize)"),
+    ("rss_peak_bytes", "rss_peak_bytes", "Largest rss seen: VmHWM or a larger traced sample"),
+)
+
+# sysstat keys renamed so that "pages" (the kernel's AnonPages / nr_file_pages)
+# is not mistaken for a unit: the values are bytes.
+_MEMORY_NAMES = {"anon_pages_bytes": "anon_mapped_bytes", "file_pages_bytes": "file_cache_bytes"}
+
+# (ZoneStats field, metric name suffix, HELP) per zone; pages converted to bytes.
+_ZONE_GAUGES = (
+    ("free_pages", "free_bytes", "Free memory in the zone"),
+    ("min_pages", "watermark_min_bytes", "Effective min watermark (_watermark[WMARK_MIN] + boost)"),
+    ("low_pages", "watermark_low_bytes", "Effective low watermark: kswapd wakes below it"),
+    ("high_pages", "watermark_high_bytes", "Effective high watermark: kswapd sleeps above it"),
+    ("boost_pages", "watermark_boost_bytes", "Watermark boost (already included in min/low/high)"),
+    ("managed_pages", "managed_bytes", "Memory managed by the buddy allocator in the zone"),
+    ("present_pages", "present_bytes", "Physical memory present in the zone"),
+)
+
+# (ReclaimSample field, metric name, HELP) of pr's per-node reclaim_stat breakdown (pages -> bytes).
+_RECLAIM_STAT_COUNTERS = (
+    ("dirty_pages", "reclaim_dirty_bytes_total", "Dirty pages met by inactive-list shrinking"),
+    ("unqueued_dirty_pages", "reclaim_unqueued_dirty_bytes_total", "Dirty pages not yet queued for writeback"),
+    ("congested_pages", "reclaim_congested_bytes_total", "Pages under writeback to a congested device"),
+    ("writeback_pages", "reclaim_writeback_bytes_total", "Pages under writeback met by reclaim"),
+    ("immediate_pages", "reclaim_immediate_bytes_total", "Writeback pages marked for immediate reclaim"),
+    ("pageout_pages", "reclaim_pageout_bytes_total", "Pages reclaim wrote out itself"),
+    ("activated_pages", "reclaim_activated_bytes_total", "Pages moved back to the active list"),
+    ("active_scanned_pages", "reclaim_active_scanned_bytes_total", "Pages taken from the active lists"),
+    ("deactivated_pages", "reclaim_deactivated_bytes_total", "Pages moved from the active to the inactive lists"),
+)
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` (``[v6addr]:PORT`` for IPv6) -> (addr, port).
+
+    The address is required: listening on every interface must be asked for
+    explicitly (``0.0.0.0:9464`` or ``[::]:9464``). Raises ValueError.
+    """
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\]:(\d+)|([^:\[\]]+):(\d+)", text.strip())
+    if not m:
+        raise ValueError(
+            f"expected ADDR:PORT such as {DEFAULT_LISTEN} (0.0.0.0:PORT or [::]:PORT for all interfaces), got {text!r}"
+        )
+    addr = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return addr, port
+
+
+def latency_buckets(slots: Sequence[int]) -> list[tuple[str, float]]:
+    """pr's log2 latency slots -> cumulative Prometheus buckets (``le`` in seconds, then +Inf).
+
+    Slot ``s`` counts reclaims of [2^s, 2^(s+1)) ns (:func:`pr.bucket_bounds`),
+    so the cumulative count up to slot ``s`` is the bucket ``le = 2^(s+1) ns``.
+    (``le`` means <=; a reclaim of exactly 2^(s+1) ns lands one bucket higher,
+    a 1 ns difference.)
+    """
+    buckets = []
+    running = 0
+    for s, n in enumerate(slots):
+        running += int(n)
+        _, high_ns = pr.bucket_bounds(s, len(slots))
+        if high_ns is not None and (1 << _LE_MIN_EXP) <= high_ns <= (1 << _LE_MAX_EXP):
+            buckets.append((floatToGoString(high_ns / 1e9), float(running)))
+    buckets.append(("+Inf", float(running)))
+    return buckets
+
+
+def top_by_rss(procs: list[procstat.ProcessMemory], n: int) -> list[procstat.ProcessMemory]:
+    """The ``n`` processes with the largest rss (ties: lower pid first)."""
+    return procstat.select_rows(procs, "rss_bytes", None)[:n]  # (select_rows treats top=0 as "all")
+
+
+# ---------------------------------------------------------------- loaded reports
+
+
+class Reports:
+    """The procstat, sysstat, paf and pr programs, loaded and attached together.
+
+    A context manager; a report that cannot load on this kernel is left out
+    (its reason is in :attr:`unavailable`), the others still run. Raises
+    MemwatcherError if none loads.
+    """
+
+    def __init__(self, max_processes: int = 16384) -> None:
+        self.max_processes = max_processes
+        self.unavailable: dict[str, str] = {}
+        self._stack = ExitStack()
+        self.procstat: procstat.ProcStat | None = None
+        self.sysstat: sysstat.SysStat | None = None
+        self.paf: paf.PageAllocTracer | None = None
+        self.pr: pr.PageReclaim | None = None
+
+    def _load(self, name: str, factory: Callable[[], Any]) -> Any:
+        try:
+            return self._stack.enter_context(factory())
+        except MemwatcherError as e:
+            self.unavailable[name] = str(e)
+            return None
+
+    def __enter__(self) -> Reports:
+        kernel.require_bpf()
+        try:
+            self.procstat = self._load(
+                "procstat", lambda: procstat.ProcStat(procstat.ProcStatOptions(max_processes=self.max_processes))
+            )
+            self.sysstat = self._load("sysstat", sysstat.SysStat)
+            self.paf = self._load("paf", paf.PageAllocTracer)
+            self.pr = self._load("pr", pr.PageReclaim)
+        except BaseException:
+            self.close()
+            raise
+        if len(self.unavailable) == len(REPORT_NAMES):
+            self.close()
+            raise MemwatcherError(
+                "no report could load: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
+            )
+        return self
+
+    def close(self) -> None:
+        self.procstat = self.sysstat = self.paf = self.pr = None
+        self._stack.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- collector
+
+
+def _name(suffix: str) -> str:
+    return "memwatcher_" + suffix
+
+
+class MemwatcherCollector(Collector):
+    """A prometheus_client collector over loaded :class:`Reports`.
+
+    ``collect()`` reads every report once (batched map reads) under a lock and
+    returns fresh metric families. Counters (``*_total``, histograms) count
+    from when the programs were loaded; paf gives per-read deltas, summed here
+    into monotonically increasing totals. :meth:`close` waits for a running
+    scrape and makes later ones empty, so the BPF objects can then be closed.
+    """
+
+    def __init__(self, reports: Reports, top_processes: int = 20) -> None:
+        self.reports = reports
+        self.top_processes = top_processes
+        self.page_bytes = kernel.page_size()
+        self._lock = threading.Lock()
+        self._closed = False
+        # (node, zone) -> [allocations, failures, kswapd wakeup requests] since load.
+        self._zone_totals: dict[tuple[int, str], list[int]] = {}
+        self._read_errors = dict.fromkeys(REPORT_NAMES, 0)
+        self._scrapes = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if self._closed:
+                return iter(())
+            started = time.perf_counter()
+            families: list[Metric] = []
+            for name, read in (
+                ("procstat", self._procstat),
+                ("sysstat", self._sysstat),
+                ("paf", self._paf),
+                ("pr", self._pr),
+            ):
+                if getattr(self.reports, name) is None:
+                    continue
+                try:
+                    families += read()
+                except (MemwatcherError, OSError) as e:
+                    self._read_errors[name] += 1
+                    print(f"memwatcher: export: reading {name} failed: {e}", file=sys.stderr)
+            self._scrapes += 1
+            families += self._self_metrics(time.perf_counter() - started)
+            return iter(families)
+
+    # ---- procstat
+
+    def _procstat(self) -> list[Metric]:
+        ps = self.reports.procstat
+        procs = ps.read()
+        labels = ["pid", "comm"]
+        gauges = {
+            field: GaugeMetricFamily(_name("process_" + suffix), f"{help_}, bytes; top processes by rss", labels=labels)
+            for field, suffix, help_ in _PROCESS_GAUGES
+        }
+        for p in top_by_rss(procs, self.top_processes):
+            values = [str(p.pid), p.comm]
+            for field, gauge in gauges.items():
+                gauge.add_metric(values, getattr(p, field))
+        tracked = GaugeMetricFamily(
+            _name("processes_tracked"), "Processes procstat currently holds (seen switching out since load)"
+        )
+        tracked.add_metric([], len(procs))
+        untracked = CounterMetricFamily(
+            _name("processes_untracked"), "Processes not tracked because procstat's table was full"
+        )
+        untracked.add_metric([], ps.dropped)
+        return [*gauges.values(), tracked, untracked]
+
+    # ---- sysstat
+
+    def _sysstat(self) -> list[Metric]:
+        stat = self.reports.sysstat
+        rows = stat.read(per_node=True)
+        out = []
+        for c in sysstat.COUNTERS:
+            g = GaugeMetricFamily(
+                _name("memory_" + _MEMORY_NAMES.get(c.key, c.key)),
+                f"System memory: {c.meminfo or c.vmstat} (vm_stat snapshot, bytes), per NUMA node",
+                labels=["node"],
+            )
+            for r in rows:
+                value = getattr(r, c.key)
+                if value is not None:
+                    g.add_metric([str(r.node)], value)
+            if g.samples:
+                out.append(g)
+        age = GaugeMetricFamily(_name("memory_snapshot_age_seconds"), "Age of the vm_stat snapshot read")
+        newest_ns = max(r.snapshot_ns for r in rows)
+        age.add_metric([], max(0, time.monotonic_ns() - newest_ns) / 1e9)
+        st = stat.stats()
+        snaps = CounterMetricFamily(
+            _name("memory_snapshots"), "vm_stat snapshots taken by BPF, by trigger", labels=["trigger"]
+        )
+        snaps.add_metric(["alloc"], st.snapshots - st.forced)
+        snaps.add_metric(["forced"], st.forced)
+        return [*out, age, snaps]
+
+    # ---- paf
+
+    def _paf(self) -> list[Metric]:
+        sample = self.reports.paf.sample()
+        zone_labels = ["node", "zone"]
+        gauges = {
+            field: GaugeMetricFamily(_name("zone_" + suffix), f"{help_}, bytes", labels=zone_labels)
+            for field, suffix, help_ in _ZONE_GAUGES
+        }
+        for z in sample.zones:
+            totals = self._zone_totals.setdefault((z.node, z.zone), [0, 0, 0])
+            totals[0] += z.allocs
+            totals[1] += z.failures
+            totals[2] += z.kswapd_wakeups
+            if not z.present_pages:
+                continue  # an empty zone (or the row of unattributed allocations)
+            for field, gauge in gauges.items():
+                value = getattr(z, field)
+                if value is not None:
+                    gauge.add_metric([str(z.node), z.zone], value * self.page_bytes)
+        allocs = CounterMetricFamily(
+            _name("page_allocations"), "Page allocations (any order), by zone of the page", labels=zone_labels
+        )
+        failures = CounterMetricFamily(
+            _name("page_allocation_failures"),
+            "Page allocations that returned no page, by the zone they were booked to",
+            labels=zone_labels,
+        )
+        wakeups = CounterMetricFamily(
+            _name("kswapd_wakeup_requests"),
+            "Requests to wake kswapd for a zone (mm_vmscan_wakeup_kswapd)",
+            labels=zone_labels,
+        )
+        for (node, zone), (a, f, w) in sorted(self._zone_totals.items()):
+            allocs.add_metric([str(node), zone], a)
+            failures.add_metric([str(node), zone], f)
+            wakeups.add_metric([str(node), zone], w)
+        uncounted = CounterMetricFamily(
+            _name("page_allocations_uncounted"), "Page allocations not counted because paf's table was full"
+        )
+        uncounted.add_metric([], sample.keys_dropped)
+        return [*gauges.values(), allocs, failures, wakeups, uncounted]
+
+    # ---- pr
+
+    def _pr(self) -> list[Metric]:
+        reclaim = self.reports.pr
+        snap = reclaim.read()
+        nodes = snap.per_node()
+        page = self.page_bytes
+        scanned = CounterMetricFamily(
+            _name("reclaim_scanned_bytes"),
+            "Memory isolated from the inactive LRU lists for reclaim (mm_vmscan_lru_shrink_inactive)",
+            labels=["node", "lru"],
+        )
+        reclaimed = CounterMetricFamily(
+            _name("reclaim_reclaimed_bytes"), "Memory reclaimed from the inactive LRU lists", labels=["node", "lru"]
+        )
+        for n in nodes:
+            node = str(n.node)
+            scanned.add_metric([node, "anon"], n.scanned_anon_pages * page)
+            scanned.add_metric([node, "file"], n.scanned_file_pages * page)
+            reclaimed.add_metric([node, "anon"], n.reclaimed_anon_pages * page)
+            reclaimed.add_metric([node, "file"], n.reclaimed_file_pages * page)
+        out: list[Metric] = [scanned, reclaimed]
+        for field, suffix, help_ in _RECLAIM_STAT_COUNTERS:
+            c = CounterMetricFamily(_name(suffix.removesuffix("_total")), f"{help_} (bytes)", labels=["node"])
+            for n in nodes:
+                value = getattr(n, field)
+                if value is not None:
+                    c.add_metric([str(n.node)], value * page)
+            if c.samples:
+                out.append(c)
+        for field, suffix, help_ in (
+            ("kswapd_wakeups", "kswapd_wakeups", "Times kswapd woke up to reclaim (mm_vmscan_kswapd_wake)"),
+            ("kswapd_sleeps", "kswapd_sleeps", "Times kswapd went back to sleep (mm_vmscan_kswapd_sleep)"),
+        ):
+            c = CounterMetricFamily(_name(suffix), help_, labels=["node"])
+            for n in nodes:
+                value = getattr(n, field)
+                if value is not None:
+                    c.add_metric([str(n.node)], value)
+            if c.samples:
+                out.append(c)
+        out += self._reclaim_latency(reclaim, snap)
+        lost = CounterMetricFamily(
+            _name("reclaim_events_lost"), "Reclaim events pr could not book, by reason", labels=["reason"]
+        )
+        for reason, value in snap.lost.items():
+            lost.add_metric([reason], value)
+        out.append(lost)
+        return out
+
+    def _reclaim_latency(self, reclaim: pr.PageReclaim, snap: pr.Snapshot) -> list[Metric]:
+        """Direct and memcg reclaim stalls: a histogram (seconds) and reclaimed bytes, by kind."""
+        slots = {kind: np.zeros(reclaim.layouts.constants["PR_HIST_SLOTS"], dtype=np.uint64) for kind in pr.KINDS}
+        sums_ns = dict.fromkeys(pr.KINDS, 0)
+        for h in reclaim.latency():
+            slots[h.kind] += np.asarray(h.slots, dtype=np.uint64)
+            sums_ns[h.kind] += h.total_ns
+        hist = HistogramMetricFamily(
+            _name("reclaim_stall_seconds"),
+            "Time tasks spent in direct reclaim (kind=direct) or memory cgroup limit reclaim (kind=memcg)",
+            labels=["kind"],
+        )
+        for kind in pr.KINDS:
+            hist.add_metric([kind], latency_buckets(slots[kind].tolist()), sums_ns[kind] / 1e9)
+        total = snap.total()
+        stall_reclaimed = CounterMetricFamily(
+            _name("reclaim_stall_reclaimed_bytes"), "Memory reclaimed by direct / memcg reclaim", labels=["kind"]
+        )
+        for kind, pages in (("direct", total.direct_reclaimed_pages), ("memcg", total.memcg_reclaimed_pages)):
+            if pages is not None:
+                stall_reclaimed.add_metric([kind], pages * self.page_bytes)
+        return [hist, stall_reclaimed]
+
+    # ---- the exporter itself
+
+    def _self_metrics(self, duration_s: float) -> list[Metric]:
+        loaded = GaugeMetricFamily(
+            _name("exporter_report_loaded"), "1 if the report's BPF programs are loaded, 0 if not", labels=["report"]
+        )
+        errors = CounterMetricFamily(
+            _name("exporter_read_errors"), "Scrapes in which reading the report failed", labels=["report"]
+        )
+        for name in REPORT_NAMES:
+            loaded.add_metric([name], 0 if getattr(self.reports, name) is None else 1)
+            errors.add_metric([name], self._read_errors[name])
+        took = GaugeMetricFamily(
+            _name("exporter_collect_duration_seconds"), "Time this scrape spent reading the BPF maps"
+        )
+        took.add_metric([], duration_s)
+        scrapes = CounterMetricFamily(_name("exporter_scrapes"), "Scrapes served since the exporter started")
+        scrapes.add_metric([], self._scrapes)
+        return [loaded, errors, took, scrapes]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _parse_listen_option(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--listen") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_command(
+        listen: Annotated[
+            str,
+            typer.Option(
+                "--listen",
+                "-l",
+                help="ADDR:PORT to serve /metrics on; 0.0.0.0:PORT or [::]:PORT listens on every interface.",
+            ),
+        ] = DEFAULT_LISTEN,
+        top_processes: Annotated[
+            int, typer.Option("--top-processes", "-n", min=0, help="Export per-process metrics of the N largest (rss).")
+        ] = 20,
+        max_processes: Annotated[
+            int, typer.Option("--max-processes", min=1, help="Capacity of procstat's in-kernel table.")
+        ] = 16384,
+        duration: Duration = None,
+    ) -> None:
+        """Serve Prometheus metrics from procstat, sysstat, paf and pr over HTTP.
+
+        Per-process memory (top N by rss), system memory per node, zone
+        watermarks and free memory, allocation failures, kswapd, page reclaim
+        and a reclaim stall histogram. Stops on SIGINT/SIGTERM (or --duration).
+        Example: memwatcher export --listen 127.0.0.1:9464 --top-processes 20
+        """
+        addr, port = _parse_listen_option(listen)
+        with stop_on_signals() as stop, ExitStack() as stack:
+            with slow_step("loading and attaching the procstat, sysstat, paf and pr programs..."):
+                reports = stack.enter_context(Reports(max_processes=max_processes))
+            for name, reason in reports.unavailable.items():
+                print(f"memwatcher: export: {name} unavailable: {reason}", file=sys.stderr)
+            collector = MemwatcherCollector(reports, top_processes)
+            stack.callback(collector.close)  # runs before the reports close: waits for a running scrape
+            registry = CollectorRegistry()
+            registry.register(collector)
+            ProcessCollector(namespace="memwatcher_exporter", registry=registry)
+            try:
+                server, thread = start_http_server(port, addr, registry=registry)
+            except OSError as e:
+                raise MemwatcherError(f"cannot listen on {listen}: {e.strerror or e}") from None
+            stack.callback(thread.join, 5)
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
+            print(f"memwatcher: serving metrics on http://{listen}/metrics", file=sys.stderr, flush=True)
+            stop.wait(duration)

@@ -1,0 +1,711 @@
+"""memwatcher export: scraped by a real Prometheus, checked against /proc.
+
+The kernel tests run the exporter as its own process (the CLI command, built
+by a small launcher that calls ``exporter.register``), start a real
+Prometheus server (Debian package ``prometheus``; installed here when
+missing) on loopback scraping it every second, and compare the per-process
+metrics of a child the test controls with /proc/PID/status. The child is
+frozen with SIGSTOP (stopping switches it out, so procstat's last sample is
+taken after its last change) and only samples Prometheus scraped after the
+stop count; the values must then be equal to the byte, procstat's own
+tolerance. Fast tests cover parsing, bucket conversion, counter
+accumulation and the naming lint on fake report data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+
+from conftest import requires_bpf
+from memwatcher import exporter, kernel
+from memwatcher.tools import paf, pr, procstat, sysstat
+
+# Runs the export command the way cli.main would, then reports BPF fds still open.
+LAUNCHER = """
+import os, sys, typer
+from memwatcher import exporter, kernel
+from memwatcher.errors import MemwatcherError
+app = typer.Typer()
+@app.callback()
+def _root() -> None:
+    pass
+exporter.register(app)
+code = 0
+try:
+    app(args=sys.argv[1:])
+except SystemExit as e:
+    code = e.code or 0
+except MemwatcherError as e:
+    print(f"memwatcher: {e}", file=sys.stderr)
+    code = 1
+left = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    if target.startswith(("anon_inode:bpf", "anon_inode:btf")):
+        left.append(target)
+print(f"bpf fds left: {len(left)} {sorted(left)}", file=sys.stderr)
+sys.exit(code)
+"""
+
+CHILD = """
+import mmap, sys, time
+page = mmap.PAGESIZE
+anon = bytearray({anon})
+for i in range(0, len(anon), page):
+    anon[i] = 1
+shm = mmap.mmap(-1, {shmem})
+for i in range(0, len(shm), page):
+    shm[i] = 1
+print("ready", flush=True)
+while True:
+    time.sleep(0.002)
+"""
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+ANON_BYTES = 48 << 20
+SHMEM_BYTES = 8 << 20
+
+ALLOWED_LABELS = {"pid", "comm", "node", "zone", "lru", "kind", "report", "reason", "trigger", "le"}
+NON_BASE_UNITS = {"pages", "kb", "kib", "mb", "mib", "ms", "us", "ns", "milliseconds", "microseconds", "percent"}
+
+
+# ---------------------------------------------------------------- the lint
+
+
+def lint_exposition(text: str, top_processes: int) -> list[str]:
+    """Convention violations in a text exposition (empty: clean)."""
+    problems = []
+    pids = set()
+    for family in text_string_to_metric_families(text):
+        name = family.name
+        if not name.startswith("memwatcher_"):
+            problems.append(f"{name}: no memwatcher_ prefix")
+        if not re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", name):
+            problems.append(f"{name}: not snake_case")
+        if not family.documentation.strip():
+            problems.append(f"{name}: no HELP")
+        words = name.split("_")
+        if NON_BASE_UNITS & set(words):
+            problems.append(f"{name}: non-base unit {sorted(NON_BASE_UNITS & set(words))}")
+        for unit in ("bytes", "seconds"):
+            if unit in words[:-1]:
+                problems.append(f"{name}: unit {unit} is not the suffix")
+        if family.type == "counter":
+            # The parser renames counter samples to *_total: check the raw lines.
+            raw = re.compile(rf"^{re.escape(name)}(\{{| )", re.M)
+            if raw.search(text):
+                problems.append(f"{name}: counter sample without _total")
+        elif family.type == "gauge":
+            if name.endswith("_total"):
+                problems.append(f"{name}: gauge named like a counter")
+        elif family.type == "histogram":
+            if not name.endswith("_seconds") and not name.endswith("_bytes"):
+                problems.append(f"{name}: histogram without a base unit")
+        else:
+            problems.append(f"{name}: unexpected type {family.type}")
+        for s in family.samples:
+            for label in s.labels:
+                if label not in ALLOWED_LABELS:
+                    problems.append(f"{name}: label {label} may have unbounded cardinality")
+                if not re.fullmatch(r"[a-z][a-z0-9_]*", label):
+                    problems.append(f"{name}: label {label} not snake_case")
+            if ("pid" in s.labels or "comm" in s.labels) and not name.startswith("memwatcher_process_"):
+                problems.append(f"{name}: pid/comm outside the per-process metrics")
+            if "pid" in s.labels:
+                pids.add(s.labels["pid"])
+    if len(pids) > top_processes:
+        problems.append(f"{len(pids)} pids exported, more than the top {top_processes}")
+    return problems
+
+
+# ---------------------------------------------------------------- fast tests
+
+
+def test_parse_listen() -> None:
+    assert exporter.parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert exporter.parse_listen("[::1]:9100") == ("::1", 9100)
+    assert exporter.parse_listen("0.0.0.0:1") == ("0.0.0.0", 1)
+    assert exporter.parse_listen("localhost:80") == ("localhost", 80)
+    for bad in (":9464", "9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:9464", "[::1]"):
+        with pytest.raises(ValueError):
+            exporter.parse_listen(bad)
+
+
+def test_latency_buckets_are_cumulative_seconds() -> None:
+    slots = [0] * 40
+    slots[3] = 5  # [8, 16) ns: below the first kept bound, counted in every bucket
+    slots[20] = 2  # [1.05, 2.10) ms
+    slots[39] = 1  # open last slot: only in +Inf
+    buckets = exporter.latency_buckets(slots)
+    les = [le for le, _ in buckets]
+    assert les[-1] == "+Inf" and buckets[-1][1] == 8
+    bounds = [float(le) for le in les[:-1]]
+    assert bounds == sorted(bounds)
+    assert bounds[0] == pytest.approx(2**10 / 1e9) and bounds[-1] == pytest.approx(2**36 / 1e9)
+    counts = dict(buckets)
+    below = [c for le, c in buckets[:-1] if float(le) < 2**21 / 1e9]
+    assert set(below) == {5}  # the 8-16 ns reclaims everywhere, the 1 ms ones not yet
+    assert counts[floatToGoString(2**21 / 1e9)] == 7
+    assert buckets[-2][1] == 7  # le = 2^36 ns: everything but the open slot
+    assert [c for _, c in buckets] == sorted(c for _, c in buckets)
+
+
+def _proc(pid: int, rss: int) -> procstat.ProcessMemory:
+    return procstat.ProcessMemory(
+        pid, f"p{pid}", 10 * rss, rss, rss, rss, rss, rss // 2, rss // 4, rss // 4, 0, 0, 0, 0, 1, 0.0, True
+    )
+
+
+def test_top_by_rss_keeps_the_largest() -> None:
+    procs = [_proc(pid, rss) for pid, rss in ((1, 10), (2, 30), (3, 20), (4, 30))]
+    assert [p.pid for p in exporter.top_by_rss(procs, 3)] == [2, 4, 3]
+    assert exporter.top_by_rss(procs, 0) == []
+
+
+class _FakePaf:
+    """paf returns per-sample deltas; the exporter must sum them."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sample(self) -> paf.PafSample:
+        self.calls += 1
+        zones = [
+            paf.ZoneStats(0, "Normal", 10, 12, 14, 0, 1000, 900, 500, 7, self.calls, 1),
+            paf.ZoneStats(0, "Movable", None, None, None, None, 0, 0, None, 0, 0, 0),
+        ]
+        return paf.PafSample(zones, [], [], 0, 0)
+
+
+class _FakeProcStat:
+    dropped = 3
+
+    def read(self) -> list[procstat.ProcessMemory]:
+        return [_proc(pid, pid * 4096) for pid in range(1, 50)]
+
+
+def _fake_collector(top: int) -> tuple[exporter.MemwatcherCollector, CollectorRegistry]:
+    reports = SimpleNamespace(procstat=_FakeProcStat(), sysstat=None, paf=_FakePaf(), pr=None)
+    collector = exporter.MemwatcherCollector(reports, top_processes=top)  # type: ignore[arg-type]
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return collector, registry
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+
+def test_fake_reports_accumulate_deltas_and_pass_the_lint() -> None:
+    _, registry = _fake_collector(top=5)
+    first = _samples(generate_latest(registry).decode())
+    text = generate_latest(registry).decode()
+    second = _samples(text)
+    zone = (("node", "0"), ("zone", "Normal"))
+    assert first[("memwatcher_page_allocations_total", zone)] == 7
+    assert second[("memwatcher_page_allocations_total", zone)] == 14
+    assert first[("memwatcher_page_allocation_failures_total", zone)] == 1  # deltas 1, then 2
+    assert second[("memwatcher_page_allocation_failures_total", zone)] == 3
+    assert second[("memwatcher_kswapd_wakeup_requests_total", zone)] == 2
+    page = kernel.page_size()
+    assert second[("memwatcher_zone_free_bytes", zone)] == 500 * page
+    # The empty zone has counters but no gauges.
+    assert not any(k[0] == "memwatcher_zone_free_bytes" and ("zone", "Movable") in k[1] for k in second)
+    pids = {dict(k[1])["pid"] for k in second if k[0] == "memwatcher_process_rss_bytes"}
+    assert pids == {"45", "46", "47", "48", "49"}
+    assert second[("memwatcher_process_rss_bytes", (("comm", "p49"), ("pid", "49")))] == 49 * 4096
+    assert second[("memwatcher_processes_untracked_total", ())] == 3
+    assert second[("memwatcher_exporter_scrapes_total", ())] == 2
+    assert second[("memwatcher_exporter_report_loaded", (("report", "sysstat"),))] == 0
+    assert lint_exposition(text, top_processes=5) == []
+
+
+def test_lint_catches_bad_names() -> None:
+    bad = (
+        "# HELP memwatcher_free_pages x\n# TYPE memwatcher_free_pages gauge\nmemwatcher_free_pages 1\n"
+        "# HELP memwatcher_allocs x\n# TYPE memwatcher_allocs counter\nmemwatcher_allocs 1\n"
+        '# HELP memwatcher_x_bytes x\n# TYPE memwatcher_x_bytes gauge\nmemwatcher_x_bytes{addr="1"} 1\n'
+        "# HELP node_thing x\n# TYPE node_thing gauge\nnode_thing 1\n"
+    )
+    problems = "\n".join(lint_exposition(bad, 20))
+    assert "non-base unit" in problems
+    assert "counter sample without _total" in problems
+    assert "label addr" in problems
+    assert "no memwatcher_ prefix" in problems
+
+
+def test_closed_collector_yields_nothing() -> None:
+    collector, registry = _fake_collector(top=5)
+    collector.close()
+    assert generate_latest(registry) == b""
+
+
+# ---------------------------------------------------------------- kernel tests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout_s) as r:
+        return r.read().decode()
+
+
+def wait_until(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = check()
+        except OSError:
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class Exporter:
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, "export", "--listen", f"127.0.0.1:{self.port}", *args],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: self.proc.poll() is not None or http_get(self.url), 30, "the exporter to serve")
+        assert self.proc.poll() is None, self.proc.stderr.read()
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        return self.proc.returncode, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(anon=ANON_BYTES, shmem=SHMEM_BYTES)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def kib(status: dict[str, str], key: str) -> int:
+    value, unit = status[key].split()
+    assert unit == "kB"
+    return int(value) * 1024
+
+
+def freeze(pid: int) -> None:
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: proc_status(pid)["State"].startswith("T"), 5, "the child to stop")
+
+
+@pytest.fixture(scope="module")
+def prometheus_binary() -> str:
+    """The prometheus server binary; installs Debian's package when missing."""
+    found = shutil.which("prometheus")
+    if found:
+        return found
+    if shutil.which("apt-get") is None:
+        pytest.skip("needs the prometheus server (Debian package prometheus) and apt-get is unavailable")
+    if os.geteuid() != 0:
+        pytest.skip("needs the prometheus server (Debian package prometheus); installing it needs root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0 or not shutil.which("prometheus"):
+        pytest.skip(f"could not install the prometheus package: {done.stderr.strip()[-300:]}")
+    # The package may start its own service on :9090; ours runs on a free port, stop that one.
+    if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "stop", "prometheus"], capture_output=True)
+    elif Path("/etc/init.d/prometheus").exists():
+        subprocess.run(["/etc/init.d/prometheus", "stop"], capture_output=True)
+    return shutil.which("prometheus") or "prometheus"
+
+
+class Prometheus:
+    def __init__(self, binary: str, target_port: int, workdir: Path) -> None:
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api/v1"
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n  - job_name: memwatcher\n    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{target_port}']\n"
+        )
+        self.log = (workdir / "prometheus.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(
+            lambda: self.proc.poll() is not None or http_get(f"http://127.0.0.1:{self.port}/-/ready"), 30, "prometheus"
+        )
+        assert self.proc.poll() is None, (workdir / "prometheus.log").read_text()[-2000:]
+
+    def query(self, expr: str) -> list[dict]:
+        reply = json.loads(http_get(f"{self.api}/query?" + urllib.parse.urlencode({"query": expr})))
+        assert reply["status"] == "success", reply
+        return reply["data"]["result"]
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@requires_bpf
+def test_prometheus_scrapes_process_and_system_metrics(
+    prometheus_binary: str, child: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    pid = child.pid
+    exp = Exporter("--top-processes", "100000")
+    prom = None
+    try:
+        # Before freezing: procstat has seen the child switch out.
+        wait_until(lambda: f'pid="{pid}"' in http_get(exp.url), 10, "the child in /metrics")
+        prom = Prometheus(prometheus_binary, exp.port, tmp_path)
+        freeze(pid)
+        stopped_at = time.time()
+        status = proc_status(pid)
+        selector = f'{{pid="{pid}"}}'
+        # A scrape that started after the stop (Prometheus stamps samples with the scrape start).
+        wait_until(
+            lambda: (prom.value(f"timestamp(memwatcher_process_rss_bytes{selector})") or 0) > stopped_at + 0.01,
+            20,
+            "a scrape after the child stopped",
+        )
+        expected = {
+            "memwatcher_process_rss_bytes": kib(status, "VmRSS"),
+            "memwatcher_process_rss_anon_bytes": kib(status, "RssAnon"),
+            "memwatcher_process_rss_file_bytes": kib(status, "RssFile"),
+            "memwatcher_process_rss_shmem_bytes": kib(status, "RssShmem"),
+            "memwatcher_process_swap_bytes": kib(status, "VmSwap"),
+            "memwatcher_process_virtual_memory_bytes": kib(status, "VmSize"),
+        }
+        got = {name: prom.value(name + selector) for name in expected}
+        assert got == expected
+        assert got["memwatcher_process_rss_anon_bytes"] >= ANON_BYTES
+        assert got["memwatcher_process_rss_shmem_bytes"] >= SHMEM_BYTES
+        comm = prom.query("memwatcher_process_rss_bytes" + selector)[0]["metric"]["comm"]
+        assert comm == status["Name"]
+
+        assert prom.value('up{job="memwatcher"}') == 1
+        assert prom.value("memwatcher_exporter_scrapes_total") >= 3
+        names = set(json.loads(http_get(f"{prom.api}/label/__name__/values"))["data"])
+        for c in sysstat.COUNTERS:
+            if c.key in ("bounce_bytes", "cma_free_bytes", "sec_page_tables_bytes", "writeback_tmp_bytes"):
+                continue  # counters some kernels lack
+            assert f"memwatcher_memory_{exporter._MEMORY_NAMES.get(c.key, c.key)}" in names
+        for name in (
+            "memwatcher_zone_free_bytes",
+            "memwatcher_zone_watermark_min_bytes",
+            "memwatcher_page_allocation_failures_total",
+            "memwatcher_kswapd_wakeup_requests_total",
+            "memwatcher_reclaim_scanned_bytes_total",
+            "memwatcher_reclaim_stall_seconds_bucket",
+        ):
+            assert name in names
+        meminfo = {
+            line.split(":")[0]: int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+        }
+        free = prom.value("sum(memwatcher_memory_free_bytes)")
+        assert 0 < free <= meminfo["MemTotal"]
+        assert (
+            prom.value("sum(memwatcher_memory_active_bytes) + sum(memwatcher_memory_inactive_bytes)")
+            <= (meminfo["MemTotal"])
+        )
+        # Every query of the Grafana dashboard is valid PromQL over existing metrics.
+        dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                for var, value in (
+                    ("$instance", ".*"),
+                    ("$topk", "10"),
+                    ("$__rate_interval", "5s"),
+                    ("$__range", "1m"),
+                ):
+                    expr = expr.replace(var, value)
+                used = set(re.findall(r"memwatcher_[a-z_]+", expr))
+                assert used <= names, f"{panel['title']}: {used - names}"
+                prom.query(expr)
+        # The per-zone watermarks are ordered as the allocator needs them.
+        for r in prom.query("memwatcher_zone_watermark_min_bytes"):
+            labels = "{" + ",".join(f'{k}="{v}"' for k, v in r["metric"].items() if k in ("node", "zone")) + "}"
+            low = prom.value("memwatcher_zone_watermark_low_bytes" + labels)
+            high = prom.value("memwatcher_zone_watermark_high_bytes" + labels)
+            assert float(r["value"][1]) <= low <= high
+    finally:
+        if prom is not None:
+            prom.close()
+        exp.kill()
+
+
+@requires_bpf
+def test_exposition_parses_and_follows_conventions(child: subprocess.Popen[str]) -> None:
+    exp = Exporter("--top-processes", "3")
+    try:
+        wait_until(lambda: http_get(exp.url).count("memwatcher_process_rss_bytes{") == 3, 10, "three processes")
+        text = http_get(exp.url)
+    finally:
+        exp.kill()
+    assert lint_exposition(text, top_processes=3) == []
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    hist = families["memwatcher_reclaim_stall_seconds"]
+    assert hist.type == "histogram"
+    for kind in pr.KINDS:
+        buckets = [s for s in hist.samples if s.name.endswith("_bucket") and s.labels["kind"] == kind]
+        counts = [s.value for s in buckets]
+        assert counts == sorted(counts) and buckets[-1].labels["le"] == "+Inf"
+        count = next(s.value for s in hist.samples if s.name.endswith("_count") and s.labels["kind"] == kind)
+        assert counts[-1] == count
+    loaded = {s.labels["report"]: s.value for s in families["memwatcher_exporter_report_loaded"].samples}
+    assert loaded == {"procstat": 1, "sysstat": 1, "paf": 1, "pr": 1}
+    rss = [s for s in families["memwatcher_process_rss_bytes"].samples]
+    assert len(rss) == 3 and all(s.value > 0 for s in rss)
+
+
+@requires_bpf
+def test_sigterm_stops_cleanly_and_closes_every_bpf_object() -> None:
+    exp = Exporter()
+    try:
+        fds = []
+        for fd in os.listdir(f"/proc/{exp.proc.pid}/fd"):
+            try:
+                fds.append(os.readlink(f"/proc/{exp.proc.pid}/fd/{fd}"))
+            except OSError:
+                continue
+        assert sum(f == "anon_inode:bpf-prog" for f in fds) >= 4
+        assert sum(f == "anon_inode:bpf_link" for f in fds) >= 4
+        http_get(exp.url)
+        rc, err = exp.stop()
+    finally:
+        exp.kill()
+    assert rc == 0, err
+    assert "bpf fds left: 0 []" in err, err
+    assert "Traceback" not in err
+    with pytest.raises(OSError):
+        http_get(exp.url, timeout_s=1)
+
+
+# Memory cgroup limit reclaim: write a file through a small cgroup (dirty page
+# cache over the limit), fsync, then read it back (clean page cache).
+RECLAIM_WORKLOAD = r"""
+import os, sys
+procs, path, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(procs, "w") as f:
+    f.write(str(os.getpid()))
+buf = os.urandom(1 << 20)
+fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+for _ in range(mib):
+    os.write(fd, buf)
+os.fsync(fd)
+os.close(fd)
+fd = os.open(path, os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+while os.read(fd, 1 << 20):
+    pass
+os.close(fd)
+"""
+LIMIT_BYTES = 32 << 20
+WORKLOAD_MIB = 128
+
+
+@pytest.fixture
+def memcg() -> Iterator[tuple[Path, Callable[[], int]]]:
+    """A memory-limited cgroup: (its cgroup.procs, a function counting limit hits)."""
+    v1, v2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup/unified")
+    path = (v1 if (v1 / "memory.limit_in_bytes").is_file() else v2) / f"mwtest-export-{os.getpid()}"
+    if path.parent == v1:
+        path.mkdir()
+        (path / "memory.limit_in_bytes").write_text(str(LIMIT_BYTES))
+
+        def limited() -> int:
+            return int((path / "memory.failcnt").read_text())
+
+    elif "memory" in (v2 / "cgroup.subtree_control").read_text().split():
+        path.mkdir()
+        (path / "memory.max").write_text(str(LIMIT_BYTES))
+
+        def limited() -> int:
+            return int(dict(line.split() for line in (path / "memory.events").read_text().splitlines())["max"])
+
+    else:
+        pytest.skip("no cgroup memory controller (v1 memory, or v2 with +memory enabled)")
+    try:
+        yield path / "cgroup.procs", limited
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: path.rmdir() is None, 5, "the test cgroup to be removable")
+
+
+def _fs_type(path: Path) -> str:
+    """Filesystem type of the mount holding ``path`` (longest mount point prefix)."""
+    best, fstype = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ")
+        mount_point = left.split()[4]
+        if str(path).startswith(mount_point) and len(mount_point) > len(best):
+            best, fstype = mount_point, right.split()[0]
+    return fstype
+
+
+def vmstat() -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in Path("/proc/vmstat").read_text().splitlines())}
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return _samples(http_get(url))
+
+
+def delta(before: dict, after: dict, name: str, **labels: str) -> float:
+    """Sum of the increase of every series of ``name`` matching ``labels``."""
+    return sum(
+        v - before.get(k, 0.0) for k, v in after.items() if k[0] == name and labels.items() <= dict(k[1]).items()
+    )
+
+
+@requires_bpf
+def test_memcg_reclaim_counters_and_stall_histogram(memcg: tuple[Path, Callable[[], int]]) -> None:
+    procs, limited = memcg
+    if _fs_type(Path("/var/tmp")) in ("tmpfs", "ramfs"):
+        pytest.skip("/var/tmp is in memory: page cache reclaim needs a disk-backed file")
+    data = Path("/var/tmp") / f"mwtest-export-{os.getpid()}.dat"
+    exp = Exporter("--top-processes", "1")
+    try:
+        before, vm0, hits0 = scrape(exp.url), vmstat(), limited()
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", RECLAIM_WORKLOAD, str(procs), str(data), str(WORKLOAD_MIB)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        elapsed_s = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        vm1, after, hits = vmstat(), scrape(exp.url), limited() - hits0
+    finally:
+        exp.kill()
+        data.unlink(missing_ok=True)
+    assert hits > 0, "the cgroup limit was never hit"
+    page = kernel.page_size()
+    # Reclaimed memory: the kernel's own counters are the oracle (system-wide, like ours).
+    reclaimed = delta(before, after, "memwatcher_reclaim_reclaimed_bytes_total")
+    steal = (vm1["pgsteal_anon"] + vm1["pgsteal_file"] - vm0["pgsteal_anon"] - vm0["pgsteal_file"]) * page
+    print(f"\nexporter reclaimed {reclaimed / 2**20:.1f} MiB, /proc/vmstat pgsteal {steal / 2**20:.1f} MiB")
+    assert reclaimed >= (WORKLOAD_MIB << 20) - 2 * LIMIT_BYTES
+    assert abs(reclaimed - steal) <= max(0.05 * steal, 2048 * page)
+    scanned = delta(before, after, "memwatcher_reclaim_scanned_bytes_total")
+    assert scanned >= reclaimed
+    # The stall histogram: each memcg reclaim followed a failed charge (a limit hit).
+    count = delta(before, after, "memwatcher_reclaim_stall_seconds_count", kind="memcg")
+    assert 1 <= count <= hits
+    assert 0 < delta(before, after, "memwatcher_reclaim_stall_seconds_sum", kind="memcg") <= elapsed_s
+    buckets = sorted(
+        (float(dict(k[1])["le"]), v - before.get(k, 0.0))
+        for k, v in after.items()
+        if k[0] == "memwatcher_reclaim_stall_seconds_bucket" and dict(k[1])["kind"] == "memcg"
+    )
+    assert buckets[-1] == (float("inf"), count)
+    assert [n for _, n in buckets] == sorted(n for _, n in buckets)
+    stall_reclaimed = delta(before, after, "memwatcher_reclaim_stall_reclaimed_bytes_total", kind="memcg")
+    assert (WORKLOAD_MIB << 20) - 2 * LIMIT_BYTES <= stall_reclaimed <= reclaimed
+
+
+def test_bad_listen_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, "export", "--listen", ":9464"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "--listen" in done.stderr and "0.0.0.0" in done.stderr
+
+
+@requires_bpf
+def test_port_in_use_is_one_line_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, "export", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+    assert "bpf fds left: 0 []" in done.stderr  # the error path closed every object too
