@@ -299,8 +299,8 @@ def test_memcg_reclaim_matches_vmstat(memcg: Cgroup) -> None:
     latency_cli = _start_cli("--latency", "-o", "csv", "-i", "0.25", "-d", "60")
     try:
         with (
-            pr.PageReclaim(pr.Options(events=True, variant="tp_btf")) as btf,
-            pr.PageReclaim(pr.Options(variant="raw_tp")) as raw,
+            pr.PageReclaim(pr.PrOptions(events=True, variant="tp_btf")) as btf,
+            pr.PageReclaim(pr.PrOptions(variant="raw_tp")) as raw,
         ):
             assert (btf.variant, raw.variant) == ("tp_btf", "raw_tp")
             # Once attached, the CLIs print their first interval (JSON) or their header (CSV).

@@ -44,8 +44,8 @@ from ..runner import run_periodic, stop_on_signals
 
 __all__ = [
     "LatencyHistogram",
-    "Options",
     "PageReclaim",
+    "PrOptions",
     "ReclaimSample",
     "ShrinkEvent",
     "Snapshot",
@@ -410,7 +410,7 @@ def format_histogram(slots: Sequence[int], width: int = 40) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Options:
+class PrOptions:
     """How to load pr. The zero value is the default.
 
     ``events`` streams each shrink_inactive event (ring buffer of
@@ -427,8 +427,8 @@ class Options:
 class PageReclaim:
     """Loaded and attached pr programs (a context manager; :meth:`close` is idempotent)."""
 
-    def __init__(self, options: Options | None = None) -> None:
-        self.options = options or Options()
+    def __init__(self, options: PrOptions | None = None) -> None:
+        self.options = options or PrOptions()
         kernel.require_bpf()
         self.available = Available.probe()
         self.layouts = header("pr")
@@ -501,9 +501,9 @@ class PageReclaim:
         ]
 
     def events(self) -> list[ShrinkEvent]:
-        """Shrink events submitted since the last call, oldest first (needs ``Options.events``)."""
+        """Shrink events submitted since the last call, oldest first (needs ``PrOptions.events``)."""
         if self._ring is None:
-            raise MemwatcherError("pr: events were not enabled (Options(events=True))")
+            raise MemwatcherError("pr: events were not enabled (PrOptions(events=True))")
         return decode_events(self._ring.consume(), self.available)
 
     @property
@@ -743,7 +743,7 @@ def register(app: typer.Typer) -> None:
         if variant is not None and variant not in _VARIANTS:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         view = "latency" if latency else ("events" if events else "counters")
-        opts = Options(events=events, variant=variant)
+        opts = PrOptions(events=events, variant=variant)
         with slow_step("loading and attaching pr..."):
             loaded = PageReclaim(opts)
         with loaded as pr, stop_on_signals() as stop:

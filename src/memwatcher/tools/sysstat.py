@@ -2,7 +2,7 @@
 
 BPF snapshots every NUMA node's ``vm_stat`` counters (and the sums over each
 node's zones) on page allocations (``mm_page_alloc``), at most once per
-``Options.min_period_ms``, so the numbers follow the workload. When nothing
+``SysStatOptions.min_period_ms``, so the numbers follow the workload. When nothing
 was allocated lately, :meth:`SysStat.read` takes a fresh snapshot itself by
 test-running a second BPF program: a snapshot is never older than the rate
 limit.
@@ -56,10 +56,10 @@ __all__ = [
     "GROUPS",
     "Counter",
     "NodeDataError",
-    "Options",
     "SnapshotStats",
     "SysSample",
     "SysStat",
+    "SysStatOptions",
     "columns_for",
     "parse_node_list",
     "plan",
@@ -271,7 +271,7 @@ def plan() -> kernel.Plan:
 
 
 @dataclass(frozen=True)
-class Options:
+class SysStatOptions:
     """How to load sysstat; the zero value is the default.
 
     ``min_period_ms``: allocation events take at most one snapshot per this
@@ -286,8 +286,8 @@ class Options:
 class SysStat:
     """Loaded and attached sysstat BPF programs (a context manager; close() is idempotent)."""
 
-    def __init__(self, options: Options | None = None) -> None:
-        self.options = options or Options()
+    def __init__(self, options: SysStatOptions | None = None) -> None:
+        self.options = options or SysStatOptions()
         if self.options.min_period_ms < 0:
             raise ValueError("min_period_ms must be >= 0")
         kernel.require_bpf()
@@ -471,7 +471,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         groups = _resolve_groups(group, all_groups, output)
         with slow_step("loading and attaching sysstat..."):
-            loaded = SysStat(Options(min_period_ms=min_period_ms, variant=variant))
+            loaded = SysStat(SysStatOptions(min_period_ms=min_period_ms, variant=variant))
         with loaded as stat, stop_on_signals() as stop:
             writer = make_writer(output, columns_for(groups, per_node))
             run_periodic(schedule(interval, duration, count), _Reporter(stat, writer, per_node).sample, stop)
