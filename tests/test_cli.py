@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,20 @@ def test_man_page_is_generated_from_the_current_cli() -> None:
     assert proc.stdout == (top / "docs" / "memwatcher.1").read_text(), "run scripts/gen-man.py > docs/memwatcher.1"
     for command in ("doctor", "top", *report_modules()):
         assert f".SS {command}" in proc.stdout
+
+
+STOP_ARGS = {"memleak": ["--kernel", "--interval", "0.5"]}
+
+
+@requires_bpf
+@pytest.mark.parametrize("name", sorted(report_modules()))
+def test_sigterm_ends_every_report_cleanly(name: str) -> None:
+    args = STOP_ARGS.get(name, ["--interval", "0.5"])
+    proc = subprocess.Popen([*MEMWATCHER, name, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip(), "a final sample is printed"
+    assert "Traceback" not in err
