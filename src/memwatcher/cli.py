@@ -29,7 +29,8 @@ app = typer.Typer(
     help="eBPF memory observatory: per-process and system memory, page allocation, reclaim, leaks.\n\n"
     "Without a command, runs the live dashboard (memwatcher top). Periodic reports also take "
     "BCC-style positional arguments: memwatcher procstat 2 10 = every 2 s, 10 samples.\n\n"
-    "Exit codes: 0 ok, 1 runtime error, 2 usage error, 77 missing privileges or kernel support.",
+    "Exit codes: 0 ok, 1 runtime error, 2 usage error, 77 missing privileges or kernel support, "
+    "127 command not found (memleak --command).",
     invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=True,
@@ -168,10 +169,26 @@ def _bcc_positionals(argv: list[str]) -> list[str]:
     return head + flags
 
 
+def _run() -> None:
+    args = _bcc_positionals(sys.argv[1:])
+    try:
+        status = app(args=args, prog_name="memwatcher", standalone_mode=False)
+    except Exception as e:
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        # A usage error (click's, vendored by typer): one line, exit 2.
+        known = getattr(typer.main.get_command(app), "commands", {})
+        command = next((a for a in args if a in known), "")
+        hint = f"memwatcher {command} --help" if command else "memwatcher --help"
+        print(f"memwatcher: {e.format_message()} (see {hint})", file=sys.stderr)
+        sys.exit(e.exit_code)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line."""
     try:
-        app(args=_bcc_positionals(sys.argv[1:]))
+        _run()
     except (PrivilegeError, NotSupportedError) as e:
         print(f"memwatcher: {e}", file=sys.stderr)
         sys.exit(EXIT_UNSUPPORTED)
