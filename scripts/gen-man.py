@@ -57,7 +57,8 @@ def main() -> None:
         lines += option_lines(cmd, sub_ctx)
     lines += [
         ".SH EXIT STATUS",
-        "0 success; 1 runtime error; 2 usage error; 77 missing privileges or kernel support; 127 memleak \\-\\-command not found.",
+        "0 success; 1 runtime error; 2 usage error; 77 missing privileges or kernel support;",
+        "127 memleak \\-\\-command not found.",
         ".SH SEE ALSO",
         "\\fBmem_watcher\\fR (the original tool's flags, mapped onto these commands), the pages under docs/.",
     ]
