@@ -163,14 +163,24 @@ static __always_inline bool sample_free_page(struct zone *z, __u64 *flags)
 	void *area = (void *)z + bpf_core_field_offset(struct zone, free_area);
 	__u32 o, m;
 
-	for (o = 0; o < 16 && o < n_orders; o++) {
+	/* Fully unrolled (constant trip counts, CO-RE bounds tested inside):
+	 * 6.1's verifier rejects the rolled loop's shape (a back-edge reached
+	 * by falling through). */
+#pragma unroll
+	for (o = 0; o < 16; o++) {
 		void *lists = area + o * bpf_core_type_size(struct free_area) +
 			      bpf_core_field_offset(struct free_area, free_list);
 
-		for (m = 0; m < 8 && m < n_types; m++) {
+		if (o >= n_orders)
+			break;
+#pragma unroll
+		for (m = 0; m < 8; m++) {
 			void *head = lists + m * sizeof(struct list_head);
-			void *next = (void *)read_u64(head);
+			void *next;
 
+			if (m >= n_types)
+				break;
+			next = (void *)read_u64(head);
 			if (next && next != head) {
 				*flags = paf_page_flags(next - bpf_core_field_offset(struct page, lru));
 				return true;
