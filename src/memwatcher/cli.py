@@ -7,6 +7,7 @@ or kernel support. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from contextlib import ExitStack
 from typing import Annotated
@@ -185,8 +186,15 @@ def _run() -> None:
     sys.exit(status if isinstance(status, int) else 0)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # SIGTERM before a report's own handler is in place (e.g. while loading):
+    # unwind through every `with` block, so whatever was loaded is closed.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         _run()
     except (PrivilegeError, NotSupportedError) as e:
