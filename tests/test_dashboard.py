@@ -55,9 +55,11 @@ def test_dashboard_on_a_terminal_refreshes_and_ends_with_a_summary() -> None:
 @requires_bpf
 def test_bare_command_is_the_dashboard_in_plain_text_and_sigterm_ends_it() -> None:
     proc = subprocess.Popen(MEMWATCHER, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(5)  # default interval 2 s: at least two refreshes
+    first = proc.stdout.readline()  # the first refresh: everything is loaded
+    time.sleep(2.5)  # default interval 2 s: a second refresh
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=60)
+    out = first + out
     assert proc.returncode == 0, err
     assert "\x1b[" not in out
     assert out.count("memwatcher  ") >= 3  # two refreshes plus the final one on SIGTERM
