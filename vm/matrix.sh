@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # matrix.sh [PYTEST_ARGS...]          (`make test-kernels`)
 #
-# Boots every kernel of vm/kernels.txt in turn (vm/boot.sh) and runs inside
+# Boots every kernel of vm/kernels.txt (vm/boot.sh; VM_JOBS at once) and runs inside
 # it `memwatcher doctor` and pytest (vm/guest-tests.sh) from this repository
 # and its .venv, then prints one table per kernel and the tests x kernels
 # matrix (vm/summary.py). Exits non-zero if any kernel fails.
