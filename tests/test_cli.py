@@ -125,3 +125,11 @@ def test_sigterm_while_loading_exits_without_traceback() -> None:
     # -SIGTERM: it arrived before main() ran (nothing loaded yet, nothing to close).
     assert proc.returncode in (0, 128 + signal.SIGTERM, -signal.SIGTERM), err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.parametrize("command", ["doctor", "top", "export", *sorted(report_modules())])
+def test_help_needs_no_privileges(command: str) -> None:
+    proc = run(command, "--help", prefix=("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout and "--" in proc.stdout

@@ -7,7 +7,7 @@ repeated address). Cached: the warm addresses again. ``eu-addr2line -f -i``
 resolving the cold addresses in one process is the baseline; ratios are
 printed against it and between back ends.
 
-    python benchmarks/symbolize_lookup.py [--library PATH] [--count N] [--backend NAME]...
+    python benchmarks/symbolize.py [--library PATH] [--count N] [--backend NAME]...
 """
 
 from __future__ import annotations
