@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MemwatcherError
 from .output import human_bytes, human_ns, timestamp
+from .reports import Reports
 from .tools import paf, pr, procstat, sysstat
 
 __all__ = ["Dashboard", "DashboardState", "render_rich", "render_text"]
@@ -70,42 +68,18 @@ class Dashboard:
 
     def __init__(self, top: int = 10) -> None:
         self.top = top
-        self._stack = ExitStack()
-        self.unavailable: dict[str, str] = {}
+        self.reports = Reports()
         self._first_rss: dict[int, int] = {}
         self._reclaim_start: pr.Snapshot | None = None
         self._reclaim_prev: pr.Snapshot | None = None
         self._failures_total = 0
         self._kswapd_total = 0
         self._last = time.monotonic()
-        self.procs: procstat.ProcStat | None = None
-        self.memory: sysstat.SysStat | None = None
-        self.reclaim: pr.PageReclaim | None = None
-        self.alloc: paf.PageAllocTracer | None = None
-
-    def _load(self, name: str, factory: Callable[[], Any]) -> Any:
-        try:
-            return self._stack.enter_context(factory())
-        except MemwatcherError as e:
-            self.unavailable[name] = str(e)
-            return None
 
     def __enter__(self) -> Dashboard:
-        try:
-            self.procs = self._load("procstat", procstat.ProcStat)
-            self.memory = self._load("sysstat", sysstat.SysStat)
-            self.reclaim = self._load("pr", pr.PageReclaim)
-            self.alloc = self._load("paf", paf.PageAllocTracer)
-        except BaseException:
-            self._stack.close()
-            raise
-        if len(self.unavailable) == 4:
-            self._stack.close()
-            raise MemwatcherError(
-                "no report could load: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
-            )
-        if self.reclaim is not None:
-            self._reclaim_start = self._reclaim_prev = self.reclaim.read()
+        self.reports.__enter__()
+        if self.reports.pr is not None:
+            self._reclaim_start = self._reclaim_prev = self.reports.pr.read()
         self._last = time.monotonic()
         return self
 
@@ -113,23 +87,24 @@ class Dashboard:
         self.close()
 
     def close(self) -> None:
-        self._stack.close()
+        self.reports.close()
 
     def sample(self) -> DashboardState:
         now = time.monotonic()
-        state = DashboardState(timestamp(), now - self._last, unavailable=dict(self.unavailable))
+        loaded = self.reports
+        state = DashboardState(timestamp(), now - self._last, unavailable=dict(loaded.unavailable))
         self._last = now
-        if self.memory is not None:
-            state.memory = self.memory.read()[0]
-        if self.procs is not None:
-            state.processes = self._top_processes(self.procs.read())
-        if self.reclaim is not None:
-            snap = self.reclaim.read()
+        if loaded.sysstat is not None:
+            state.memory = loaded.sysstat.read()[0]
+        if loaded.procstat is not None:
+            state.processes = self._top_processes(loaded.procstat.read())
+        if loaded.pr is not None:
+            snap = loaded.pr.read()
             state.reclaim = (snap - self._reclaim_prev).total()
             state.reclaim_total = (snap - self._reclaim_start).total()
             self._reclaim_prev = snap
-        if self.alloc is not None:
-            sample = self.alloc.sample()
+        if loaded.paf is not None:
+            sample = loaded.paf.sample()
             state.zones = [z for z in sample.zones if z.managed_pages]
             self._failures_total += sum(z.failures for z in sample.zones)
             self._kswapd_total += sum(z.kswapd_wakeups for z in sample.zones)

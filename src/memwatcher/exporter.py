@@ -30,9 +30,9 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -45,20 +45,19 @@ from . import kernel
 from .errors import MemwatcherError
 from .options import Duration
 from .progress import slow_step
+from .reports import REPORT_NAMES, Reports
 from .runner import stop_on_signals
-from .tools import paf, pr, procstat, sysstat
+from .tools import pr, procstat, sysstat
 
 __all__ = [
     "DEFAULT_LISTEN",
     "MemwatcherCollector",
-    "Reports",
     "latency_buckets",
     "parse_listen",
     "register",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
-REPORT_NAMES = ("procstat", "sysstat", "paf", "pr")
 
 # Histogram buckets kept from pr's log2 latency slots: upper bounds 2^10 ns
 # (about 1 us) to 2^36 ns (about 69 s). Dropping le buckets of a cumulative
@@ -150,60 +149,6 @@ def latency_buckets(slots: Sequence[int]) -> list[tuple[str, float]]:
 def top_by_rss(procs: list[procstat.ProcessMemory], n: int) -> list[procstat.ProcessMemory]:
     """The ``n`` processes with the largest rss (ties: lower pid first)."""
     return procstat.select_rows(procs, "rss_bytes", None)[:n]  # (select_rows treats top=0 as "all")
-
-
-# ---------------------------------------------------------------- loaded reports
-
-
-class Reports:
-    """The procstat, sysstat, paf and pr programs, loaded and attached together.
-
-    A context manager; a report that cannot load on this kernel is left out
-    (its reason is in :attr:`unavailable`), the others still run. Raises
-    MemwatcherError if none loads.
-    """
-
-    def __init__(self, max_processes: int = 16384) -> None:
-        self.max_processes = max_processes
-        self.unavailable: dict[str, str] = {}
-        self._stack = ExitStack()
-        self.procstat: procstat.ProcStat | None = None
-        self.sysstat: sysstat.SysStat | None = None
-        self.paf: paf.PageAllocTracer | None = None
-        self.pr: pr.PageReclaim | None = None
-
-    def _load(self, name: str, factory: Callable[[], Any]) -> Any:
-        try:
-            return self._stack.enter_context(factory())
-        except MemwatcherError as e:
-            self.unavailable[name] = str(e)
-            return None
-
-    def __enter__(self) -> Reports:
-        kernel.require_bpf()
-        try:
-            self.procstat = self._load(
-                "procstat", lambda: procstat.ProcStat(procstat.ProcStatOptions(max_processes=self.max_processes))
-            )
-            self.sysstat = self._load("sysstat", sysstat.SysStat)
-            self.paf = self._load("paf", paf.PageAllocTracer)
-            self.pr = self._load("pr", pr.PageReclaim)
-        except BaseException:
-            self.close()
-            raise
-        if len(self.unavailable) == len(REPORT_NAMES):
-            self.close()
-            raise MemwatcherError(
-                "no report could load: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
-            )
-        return self
-
-    def close(self) -> None:
-        self.procstat = self.sysstat = self.paf = self.pr = None
-        self._stack.close()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------- collector
