@@ -148,7 +148,7 @@ def latency_buckets(slots: Sequence[int]) -> list[tuple[str, float]]:
 
 def top_by_rss(procs: list[procstat.ProcessMemory], n: int) -> list[procstat.ProcessMemory]:
     """The ``n`` processes with the largest rss (ties: lower pid first)."""
-    return procstat.select_rows(procs, "rss_bytes", None)[:n]  # (select_rows treats top=0 as "all")
+    return procstat.select_rows(procs, "rss_bytes", n)
 
 
 # ---------------------------------------------------------------- collector

@@ -284,7 +284,7 @@ def select_rows(procs: list[ProcessMemory], sort_field: str, top: int | None) ->
     else:
         value = attrgetter(sort_field)
         rows = sorted(procs, key=lambda p: (value(p) is not None, value(p) or 0, -p.pid), reverse=True)
-    return rows[:top] if top else rows
+    return rows if top is None else rows[:top]
 
 
 _MAIN_COLUMNS = [
