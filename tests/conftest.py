@@ -34,3 +34,19 @@ def build_test_object(name: str) -> Path:
     out = TEST_BPF_DIR / "build"
     subprocess.run([str(TOP / "build.sh"), str(out), str(TEST_BPF_DIR / f"{name}.bpf.c")], check=True)
     return out / f"{name}.bpf.o"
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict of raw values (the oracle of per-process memory)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def kib(status: dict[str, str], key: str) -> int:
+    """A /proc/PID/status "N kB" value in bytes."""
+    value, unit = status[key].split()
+    assert unit == "kB"
+    return int(value) * 1024

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from conftest import requires_bpf
+from conftest import kib, proc_status, requires_bpf
 from memwatcher import exporter, kernel
 from memwatcher.tools import paf, pr, procstat, sysstat
 
@@ -329,20 +329,6 @@ def child() -> Iterator[subprocess.Popen[str]]:
     finally:
         proc.kill()
         proc.wait()
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out
-
-
-def kib(status: dict[str, str], key: str) -> int:
-    value, unit = status[key].split()
-    assert unit == "kB"
-    return int(value) * 1024
 
 
 def freeze(pid: int) -> None:

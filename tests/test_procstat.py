@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import requires_bpf
+from conftest import kib, proc_status, requires_bpf
 from memwatcher import kernel
 from memwatcher.libbpf import BTF
 from memwatcher.tools import procstat
@@ -103,20 +103,6 @@ int main(int argc, char **argv)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out
-
-
-def kib(status: dict[str, str], key: str) -> int:
-    value, unit = status[key].split()
-    assert unit == "kB"
-    return int(value) * 1024
 
 
 @pytest.fixture(scope="module")
