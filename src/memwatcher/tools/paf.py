@@ -504,6 +504,25 @@ def plan() -> kernel.Plan:
 # ---------------------------------------------------------------- the tracer
 
 
+def _zone_state(rec: np.void) -> tuple[int, int, int, int, int, int, int]:
+    """(min, low, high, boost, present, managed, free) pages of a zone or event record.
+
+    Watermarks are the effective ones (``_watermark[]`` + boost), as the
+    allocator and /proc/zoneinfo use them; a transiently negative free count
+    reads as 0.
+    """
+    boost = int(rec["boost"])
+    return (
+        int(rec["wmark_min"]) + boost,
+        int(rec["wmark_low"]) + boost,
+        int(rec["wmark_high"]) + boost,
+        boost,
+        int(rec["present"]),
+        int(rec["managed"]),
+        max(int(rec["free"]), 0),
+    )
+
+
 class PageAllocTracer:
     """Loads and attaches paf.bpf.o; a context manager (closes everything on exit)."""
 
@@ -636,43 +655,28 @@ class PageAllocTracer:
             if not z["valid"]:
                 continue
             node, zid = int(z["node"]), int(z["zone"])
-            boost = int(z["boost"])
             rows.append(
                 self._row(
                     node,
                     zid,
                     self._zone_name(zid, z["name"]),
                     z,
-                    boost,
                     totals.pop((node, zid), [0, 0]),
                     int(wakeups[node * zmax + zid]),
                 )
             )
         for (node, zid), t in sorted(totals.items()):
-            rows.append(self._row(node, zid, self._zone_name(zid), None, 0, t, 0))
+            rows.append(self._row(node, zid, self._zone_name(zid), None, t, 0))
         events = self._events()
         return PafSample(rows, self.counts(), events, int(obj.bss.events_dropped), int(obj.bss.keys_dropped))
 
-    def _row(
-        self, node: int, zid: int, name: str, z: np.void | None, boost: int, totals: list[int], wakeups: int
-    ) -> ZoneStats:
+    def _row(self, node: int, zid: int, name: str, z: np.void | None, totals: list[int], wakeups: int) -> ZoneStats:
         prev = self._prev_zone.get((node, zid), (0, 0, 0))
         self._prev_zone[(node, zid)] = (totals[0], totals[1], wakeups)
         deltas = (totals[0] - prev[0], totals[1] - prev[1], wakeups - prev[2])
         if z is None:
             return ZoneStats(node, name, None, None, None, None, None, None, None, *deltas)
-        return ZoneStats(
-            node,
-            name,
-            int(z["wmark_min"]) + boost,
-            int(z["wmark_low"]) + boost,
-            int(z["wmark_high"]) + boost,
-            boost,
-            int(z["present"]),
-            int(z["managed"]),
-            max(int(z["free"]), 0),
-            *deltas,
-        )
+        return ZoneStats(node, name, *_zone_state(z), *deltas)
 
     def _events(self) -> list[PafEvent]:
         if self._ring is None:
@@ -680,7 +684,6 @@ class PageAllocTracer:
         out = []
         for e in self._ring.consume():
             kswapd = int(e["kind"]) == self._layouts.constants["PAF_EV_KSWAPD"]
-            boost = int(e["boost"])
             zid = int(e["zone"])
             gfp = int(e["gfp"])
             mt = int(e["migratetype"])
@@ -697,13 +700,7 @@ class PageAllocTracer:
                     "" if kswapd else self.migratetypes.get(mt, str(mt)),
                     gfp,
                     self.gfp.decode(gfp),
-                    int(e["wmark_min"]) + boost,
-                    int(e["wmark_low"]) + boost,
-                    int(e["wmark_high"]) + boost,
-                    boost,
-                    int(e["present"]),
-                    int(e["managed"]),
-                    max(int(e["free"]), 0),
+                    *_zone_state(e),
                     bool(e["zone_valid"]),
                 )
             )
