@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Kernel-version differences, one section per report: flavor structs
  * (preserve_access_index, only the fields needed) and one accessor each,
- * branching on bpf_core_field_exists / bpf_core_type_exists. */
+ * branching on bpf_core_field_exists / bpf_core_type_exists. Convention
+ * that `memwatcher doctor --btf` checks: a field some kernel lacks is read
+ * only after an existence check of that field, or of another layout of the
+ * same field (struct x.f vs struct x___old.f). */
 #ifndef MEMWATCHER_CORE_FIXES_BPF_H
 #define MEMWATCHER_CORE_FIXES_BPF_H
 
@@ -42,7 +45,7 @@ static __always_inline void procstat_read_rss_counter(const struct mm_struct *mm
 	const struct mm_struct___procstat_new *new = (const void *)mm;
 	__u64 off;
 
-	if (bpf_core_type_exists(struct mm_rss_stat___procstat_old)) {
+	if (bpf_core_field_exists(old->rss_stat)) {
 		/* A helper read: 6.1's verifier cannot walk an array of the
 		 * atomic_long_t typedef ("Type 'atomic_long_t' is not a struct"). */
 		off = bpf_core_field_offset(old->rss_stat.count) + item * bpf_core_type_size(atomic_long_t);

@@ -61,7 +61,7 @@ struct btf_array { uint32_t type; uint32_t index_type; uint32_t nelems; };
 #define BTF_KIND_ENUM64 ...
 #define BTF_INT_SIGNED ...
 
-struct bpf_object_open_opts { size_t sz; const char *object_name; ...; };
+struct bpf_object_open_opts { size_t sz; const char *object_name; const char *btf_custom_path; ...; };
 struct bpf_uprobe_opts {
     size_t sz;
     bool retprobe;
@@ -104,6 +104,7 @@ const char *bpf_program__name(const struct bpf_program *prog);
 const char *bpf_program__section_name(const struct bpf_program *prog);
 bool bpf_program__autoload(const struct bpf_program *prog);
 int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
+int bpf_program__set_type(struct bpf_program *prog, enum bpf_prog_type type);
 int bpf_program__fd(const struct bpf_program *prog);
 enum bpf_prog_type bpf_program__type(const struct bpf_program *prog);
 struct bpf_link *bpf_program__attach(const struct bpf_program *prog);

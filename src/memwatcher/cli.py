@@ -10,11 +10,12 @@ import json
 import signal
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from . import __version__, doctor, exporter, libbpf
+from . import __version__, corecheck, doctor, exporter, libbpf
 from .errors import MemwatcherError, NotSupportedError, PrivilegeError
 from .kernel import require_bpf
 from .objects import objects_dir
@@ -101,11 +102,23 @@ def top_command(
 @app.command("doctor")
 def doctor_command(
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
+    btf: Annotated[
+        Path | None,
+        typer.Option(
+            "--btf",
+            help="Instead, check the BPF objects against another kernel's BTF (a vmlinux ELF or raw BTF file, "
+            "e.g. a copy of its /sys/kernel/btf/vmlinux): CO-RE relocations and hooks, without booting it.",
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> None:
     """Check what this kernel supports and which variant each report will use.
 
-    Example: memwatcher doctor --output json
+    Example: memwatcher doctor --output json; memwatcher doctor --btf vmlinux-6.1.btf
     """
+    if btf is not None:
+        _doctor_btf(btf, output)
+        return
     diagnosis = doctor.diagnose()
     if output == OutputFormat.json:
         typer.echo(json.dumps(diagnosis.to_json(), indent=2))
@@ -124,6 +137,44 @@ def doctor_command(
             rows.append({"check": f"report {plan.report}", "status": "ok" if plan.runnable else "NO", "detail": detail})
         writer.write(rows, title=f"kernel {diagnosis.kernel_release}, libbpf {diagnosis.libbpf_version}")
     if not diagnosis.all_runnable:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+def _doctor_btf(btf: Path, output: OutputFormat) -> None:
+    if not btf.is_file():
+        raise typer.BadParameter(f"no such file: {btf}", param_hint="--btf")
+    require_bpf()
+    checks = corecheck.check_btf(btf)
+    if output == OutputFormat.json:
+        typer.echo(json.dumps({"btf": str(btf), "objects": {c.name: c.to_json() for c in checks}}, indent=2))
+    else:
+        writer = make_writer(
+            output,
+            [
+                Column("object", "OBJECT", left=True),
+                Column("status", "STATUS", left=True),
+                Column("relocations", "RELOCATIONS"),
+                Column("detail", "DETAIL", left=True),
+            ],
+        )
+        rows = []
+        for c in checks:
+            details = [c.error] if c.error else []
+            details += [f"UNGUARDED in {a.program}: {a.spec}" for a in c.absent if a.verdict == "unguarded"]
+            for verdict, label in (("guarded", "absent, existence-checked"), ("alternative", "absent, other layout")):
+                specs = sorted({a.spec for a in c.absent if a.verdict == verdict})
+                details += [f"{label}: {', '.join(specs)}"] if specs else []
+            details += [f"hooks missing: {', '.join(c.missing_hooks)}"] if c.missing_hooks else []
+            rows.append(
+                {
+                    "object": c.name,
+                    "status": "ok" if c.ok else "FAIL",
+                    "relocations": c.relocations,
+                    "detail": "; ".join(details),
+                }
+            )
+        writer.write(rows, title=f"CO-RE check against {btf}")
+    if not all(c.ok for c in checks):
         raise typer.Exit(EXIT_RUNTIME)
 
 

@@ -19,10 +19,13 @@ operation that failed and the lines libbpf logged while doing it.
 
 from __future__ import annotations
 
+import dataclasses
 import errno as _errno
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from .errors import MemwatcherError, NotSupportedError
 __all__ = [
     "BTF",
     "BPFObject",
+    "CoreRelocation",
     "LibbpfError",
     "Link",
     "Map",
@@ -42,6 +46,7 @@ __all__ = [
     "Program",
     "RingBuffer",
     "VerifierError",
+    "core_relocations",
     "libbpf_path",
     "libbpf_version",
     "possible_cpus",
@@ -109,8 +114,13 @@ def _take_log() -> str:
     return ffi.unpack(buf, n).decode(errors="replace")
 
 
+_debug_log = False
+
+
 def set_debug_log(on: bool) -> None:
     """Also collect libbpf's debug-level lines (very verbose)."""
+    global _debug_log
+    _debug_log = on
     lib.mw_log_set_debug(1 if on else 0)
 
 
@@ -253,13 +263,22 @@ class BPFObject:
         self.data = Variables(self, ".data")
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> BPFObject:
-        """Open (parse) an object file; nothing reaches the kernel yet."""
+    def open(cls, path: str | os.PathLike[str], *, btf_custom_path: str | os.PathLike[str] | None = None) -> BPFObject:
+        """Open (parse) an object file; nothing reaches the kernel yet.
+
+        ``btf_custom_path`` (a vmlinux ELF or raw BTF file) replaces the running
+        kernel's BTF as the target of CO-RE relocations.
+        """
         path = Path(path)
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+        custom = ffi.new("char[]", os.fsencode(btf_custom_path)) if btf_custom_path is not None else ffi.NULL
+        opts.btf_custom_path = custom
         with _Call(f"open BPF object {path}") as call:
-            if not path.is_file():
-                raise LibbpfError(_errno.ENOENT, call.operation)
-            ptr = call.check_ptr(lib.bpf_object__open_file(str(path).encode(), ffi.NULL))
+            for required in (path, btf_custom_path):
+                if required is not None and not Path(required).is_file():
+                    raise LibbpfError(_errno.ENOENT, f"{call.operation}: {required}")
+            ptr = call.check_ptr(lib.bpf_object__open_file(str(path).encode(), opts))
         return cls(ptr, path)
 
     def load(self) -> None:
@@ -313,6 +332,64 @@ class BPFObject:
 
 def _looks_like_verifier_log(log: str) -> bool:
     return "BEGIN PROG LOAD LOG" in log or "processed " in log or "R0 " in log
+
+
+@dataclass(frozen=True)
+class CoreRelocation:
+    """One CO-RE relocation of a program, as libbpf resolved it (:func:`core_relocations`)."""
+
+    program: str
+    index: int
+    #: libbpf's name of the kind: byte_off, byte_sz, field_exists, type_size, type_exists, enumval_value, ...
+    kind: str
+    #: the local type and access path, e.g. "struct mm_struct.rss_stat (0:35)"
+    spec: str
+    #: no target matched: libbpf replaced the instruction by one the verifier rejects if it is reachable
+    poisoned: bool
+
+    @property
+    def existence_check(self) -> bool:
+        """An ``bpf_core_*_exists`` query: answering "no" is a valid result, not a failure."""
+        return self.kind.endswith("_exists")
+
+
+# libbpf 1.x debug lines: "prog 'P': relo #N: <kind> [local id] spec" then, when nothing
+# matched, "prog 'P': relo #N: substituting insn #M w/ invalid insn".
+_RELO_LINE = re.compile(r"prog '(?P<prog>[^']+)': relo #(?P<index>\d+): <(?P<kind>\w+)> \[\d+\] (?P<spec>.*)$")
+_RELO_POISON = re.compile(r"prog '(?P<prog>[^']+)': relo #(?P<index>\d+): substituting insn")
+
+
+def core_relocations(path: str | os.PathLike[str], target_btf: str | os.PathLike[str]) -> list[CoreRelocation]:
+    """Relocate every program of the object at ``path`` against the kernel BTF in ``target_btf``.
+
+    This is libbpf's own CO-RE resolution (``btf_custom_path``), read back from
+    its debug log. No program reaches the kernel: each is made typeless, which
+    libbpf refuses right after relocating; the object's maps are created in
+    the running kernel and destroyed again (needs CAP_BPF).
+    """
+    with BPFObject.open(path, btf_custom_path=target_btf) as obj:
+        for prog in obj.programs.values():
+            prog.autoload = True
+            lib.bpf_program__set_type(prog._ptr, lib.BPF_PROG_TYPE_UNSPEC)
+        with _Call(f"relocate BPF object '{obj.name}' against {target_btf}") as call:
+            lib.mw_log_set_debug(1)
+            try:
+                ret = lib.bpf_object__load(obj._ptr)
+            finally:
+                lib.mw_log_set_debug(1 if _debug_log else 0)
+            log = _take_log()
+            # libbpf itself refuses the first typeless program: the expected stop.
+            if "failed to perform CO-RE relocations" in log or (ret < 0 and "missing BPF prog type" not in log):
+                raise LibbpfError(-ret if ret < 0 else _errno.EINVAL, call.operation, log)
+    relocations: dict[tuple[str, int], CoreRelocation] = {}
+    for line in log.splitlines():
+        if m := _RELO_LINE.search(line):
+            spec = re.sub(r" @ offset \d+\)$", ")", m["spec"])
+            key = (m["prog"], int(m["index"]))
+            relocations[key] = CoreRelocation(m["prog"], key[1], m["kind"], spec, poisoned=False)
+        elif (m := _RELO_POISON.search(line)) and (key := (m["prog"], int(m["index"]))) in relocations:
+            relocations[key] = dataclasses.replace(relocations[key], poisoned=True)
+    return list(relocations.values())
 
 
 class Program:
