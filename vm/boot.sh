@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # boot.sh [-m MEM] [-c CPUS] [-t TIMEOUT_S] -o RESULTS_DIR KERNEL_PKG -- CMD...
-# boot.sh -n KERNEL_PKG          (only download the kernel and build the initramfs)
+# boot.sh -n KERNEL_PKG          (only download the kernel, build the initramfs, extract the BTF)
 #
 # Boots the Debian kernel package KERNEL_PKG (an exact linux-image-* name) in
 # QEMU software emulation and runs CMD as root inside it, in the current
@@ -11,9 +11,10 @@
 #
 # Defaults: MEM=3G, CPUS=2, TIMEOUT_S=1800; VM_DISK=8G (sparse scratch disk),
 # VM_TCG_THREAD=single.
-# Kernel packages and initramfs images are cached under $VM_CACHE (default
+# Kernel packages, initramfs images and each kernel's BTF (btf/RELEASE.btf,
+# for `memwatcher doctor --btf`) are cached under $VM_CACHE (default
 # vm/cache). Needs root; installs qemu-system-x86, busybox-static, cpio, kmod,
-# xz-utils and e2fsprogs if missing.
+# xz-utils, zstd, binutils and e2fsprogs if missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${VM_CACHE:-$here/cache}
@@ -41,7 +42,7 @@ case "$results$cache" in *[[:space:]]*) log "paths with blanks are not supported
 
 install_host_packages() {
   local missing=() p
-  for p in qemu-system-x86 busybox-static cpio kmod xz-utils e2fsprogs; do
+  for p in qemu-system-x86 busybox-static cpio kmod xz-utils zstd binutils e2fsprogs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return
@@ -80,6 +81,10 @@ if [ ! -s "$initrd" ] || [ -n "$(find "$here/init" "$here/init2" "$here/mkinitra
   log "building the initramfs for $release"
   mkdir -p "$cache/initramfs"
   "$here/mkinitramfs.sh" "$kdir" "$initrd"
+fi
+if [ ! -s "$cache/btf/$release.btf" ]; then
+  mkdir -p "$cache/btf"
+  "$here/extract-btf.sh" "$vmlinuz" "$cache/btf/$release.btf"
 fi
 
 [ $prepare_only = 0 ] || exit 0

@@ -2,7 +2,7 @@
 # guest-tests.sh RESULTS_DIR PYTEST_ARGS...
 #
 # Runs inside a test guest (vm/boot.sh) from the repository root: records the
-# kernel release and BTF, `memwatcher doctor` (table on the console, JSON and
+# kernel release, `memwatcher doctor` (table on the console, JSON and
 # exit status in RESULTS_DIR), then pytest with a JUnit XML report. Exits 0
 # only if both succeeded. The project's venv is called by path: the guest's
 # PATH is the system one.
@@ -10,8 +10,6 @@ out=$1
 shift
 venv=$PWD/.venv
 uname -r > "$out/kernel_release"
-# This kernel's BTF, for checking CO-RE relocations on the host without booting.
-cp /sys/kernel/btf/vmlinux "$out/vmlinux.btf"
 
 "$venv/bin/memwatcher" doctor
 "$venv/bin/memwatcher" doctor --output json > "$out/doctor.json"

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # matrix.sh [PYTEST_ARGS...]          (`make test-kernels`)
 #
-# Boots every kernel of vm/kernels.txt (vm/boot.sh; VM_JOBS at once) and runs inside
-# it `memwatcher doctor` and pytest (vm/guest-tests.sh) from this repository
-# and its .venv, then prints one table per kernel and the tests x kernels
-# matrix (vm/summary.py). Exits non-zero if any kernel fails.
+# Checks the BPF objects against the BTF of every kernel of vm/kernels.txt on
+# the host (`memwatcher doctor --btf`, no boot), then boots each (vm/boot.sh;
+# VM_JOBS at once) and runs inside it `memwatcher doctor` and pytest
+# (vm/guest-tests.sh) from this repository and its .venv, then prints one table
+# per kernel and the tests x kernels matrix (vm/summary.py). Exits non-zero if
+# any kernel fails.
 #
 # PYTEST_ARGS default to every tests/test_*.py but test_wheel.py (it needs
 # PyPI, which guests cannot reach, and does not depend on the kernel); e.g.
 #   vm/matrix.sh tests/test_pr.py -k reclaim
 # Environment: KERNELS="pkg..." overrides vm/kernels.txt; VM_JOBS (nproc:
 # guests run at once), VM_MEM (3G), VM_CPUS (2), VM_TIMEOUT_S (1500, per
-# kernel); VM_CACHE (vm/cache) holds the kernel packages, initramfs images and
-# results/<kernel package>/.
+# kernel); VM_CACHE (vm/cache) holds the kernel packages, initramfs images,
+# btf/<release>.btf and results/<kernel package>/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -40,6 +42,13 @@ run_kernel() {
   local pkg=$1 run=$results/$1 start_s rc
   rm -rf "$run"
   mkdir -p "$run"
+  # First the CO-RE check against this kernel's BTF, on the host: no boot needed.
+  local vmlinuz
+  vmlinuz=$(ls "$cache/kernels/$pkg"/boot/vmlinuz-*)
+  set +e
+  .venv/bin/memwatcher doctor --btf "$cache/btf/${vmlinuz##*/vmlinuz-}.btf" --output json > "$run/corecheck.json" 2>&1
+  echo $? > "$run/corecheck.rc"
+  set -e
   start_s=$(date +%s)
   set +e
   "$here/boot.sh" -m "${VM_MEM:-3G}" -c "${VM_CPUS:-2}" -t "${VM_TIMEOUT_S:-1500}" -o "$run" "$pkg" -- \
@@ -48,8 +57,6 @@ run_kernel() {
   set -e
   echo $rc > "$run/boot.rc"
   echo $(($(date +%s) - start_s)) > "$run/wall.seconds"
-  # Keep each kernel's BTF for CO-RE checks on the host.
-  [ ! -s "$run/vmlinux.btf" ] || cp "$run/vmlinux.btf" "$cache/btf/$(cat "$run/kernel_release").btf"
   echo "matrix.sh: $pkg done in $(cat "$run/wall.seconds") s (exit $rc)"
 }
 pytest_args=("$@")

@@ -4,9 +4,11 @@ Usage: summary.py RESULTS_DIR KERNEL_PKG...
 
 Each RESULTS_DIR/<KERNEL_PKG>/ holds what vm/guest-tests.sh and vm/boot.sh left:
 junit.xml, doctor.json, doctor.rc, pytest.rc, pytest.seconds, kernel_release, and
-boot.rc / wall.seconds written by matrix.sh. A kernel passes when the guest ran,
-doctor succeeded with kprobe and fentry available (the guests exist to test the
-richer variants), and no test failed. Exit status 0 only if every kernel passed.
+what matrix.sh wrote: corecheck.json (`memwatcher doctor --btf` on the host),
+boot.rc, wall.seconds. A kernel passes when every object relocated against its
+BTF, the guest ran, doctor succeeded with kprobe and fentry available (the
+guests exist to test the richer variants), and no test failed. Exit status 0
+only if every kernel passed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class KernelResult:
     variants: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileResult] = field(default_factory=dict)
     doctor_ok: bool = False
+    core_ok: bool = False
+    relocations: int = 0
     wall_s: str = "?"
     pytest_s: str = "?"
 
@@ -75,6 +79,18 @@ def load(results: Path, package: str) -> KernelResult:
     boot_rc = _read(run / "boot.rc")
     if boot_rc in ("124", "125", None):
         result.problems.append({"124": "guest timed out", "125": "guest did not run the tests"}.get(boot_rc, "no run"))
+
+    core_text = _read(run / "corecheck.json") or ""
+    try:
+        objects = json.loads(core_text)["objects"]
+    except ValueError:
+        result.problems.append(f"CO-RE check: {(core_text.splitlines() or ['no output'])[-1]}")
+    else:
+        result.relocations = sum(o["relocations"] for o in objects.values())
+        failing = [name for name, o in objects.items() if not o["ok"]]
+        result.core_ok = not failing
+        if failing:
+            result.problems.append(f"CO-RE check failed for {', '.join(failing)} (memwatcher doctor --btf)")
 
     doctor_text = _read(run / "doctor.json")
     if doctor_text:
@@ -120,6 +136,7 @@ def render(kernels: list[KernelResult]) -> str:
     for k in kernels:
         verdict = "PASS" if k.ok else "FAIL"
         out.append(f"== {k.release} ({k.package}): {verdict}, guest {k.wall_s} s, pytest {k.pytest_s} s")
+        out.append(f"CO-RE check on the host: {'ok' if k.core_ok else 'FAIL'}, {k.relocations} relocations")
         if k.features:
             out.append("features: " + ", ".join(f"{n} {'ok' if ok else 'MISSING'}" for n, ok in k.features.items()))
         if k.variants:
@@ -132,7 +149,8 @@ def render(kernels: list[KernelResult]) -> str:
 
     names = sorted({name for k in kernels for name in k.files})
     header = ["TESTS", *(k.release if k.release != "?" else k.package for k in kernels)]
-    rows = [["doctor", *("ok" if k.doctor_ok else "FAIL" for k in kernels)]]
+    rows = [["CO-RE", *("ok" if k.core_ok else "FAIL" for k in kernels)]]
+    rows += [["doctor", *("ok" if k.doctor_ok else "FAIL" for k in kernels)]]
     rows += [[f, *("ok" if k.features.get(f) else "MISSING" for k in kernels)] for f in REQUIRED_FEATURES]
     rows += [[n, *(k.files[n].status if n in k.files else "-" for k in kernels)] for n in names]
     rows.append(["KERNEL", *("PASS" if k.ok else "FAIL" for k in kernels)])
