@@ -127,6 +127,25 @@ static __always_inline void pr_read_reclaim_stat(const void *stat, int file, str
 	}
 }
 
+/* struct scan_control (mm/vmscan.c, private to that file) as the shrink_node
+ * fentry/fexit programs read it: only the members named here, found by name.
+ * Its bitfields and members come and go between kernels (proactive: 5.19+). */
+struct scan_control___pr {
+	unsigned long nr_to_reclaim;
+	struct mem_cgroup *target_mem_cgroup;
+	unsigned int proactive : 1;
+	s8 order;
+	s8 priority;
+	s8 reclaim_idx;
+	unsigned long nr_scanned;
+	unsigned long nr_reclaimed;
+} __attribute__((preserve_access_index));
+
+struct pglist_data___pr {
+	int node_id;
+	struct task_struct *kswapd;
+} __attribute__((preserve_access_index));
+
 /* ---- paf ---- */
 
 /* zone->managed_pages is an atomic_long_t since Linux 5.0 (commit 9705bea5f833,

@@ -321,4 +321,129 @@ static __always_inline void on_reclaim_end(__u32 kind, __u64 reclaimed)
 PR_PROGRAMS(tp_btf)
 PR_PROGRAMS(raw_tp)
 
+/* ---- shrink_node(): scan_control per call (fentry/fexit, optional) ----
+ * shrink_node() reclaims from one node for every kind of reclaim (kswapd,
+ * direct, cgroup limit, proactive). Its scan_control says how hard the kernel
+ * is trying (priority counts down from DEF_PRIORITY as passes fail) and for
+ * what (order, reclaim_idx, nr_to_reclaim); the growth of sc->nr_scanned and
+ * sc->nr_reclaimed across one call is that call's work and yield. */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct pr_sc_start);
+} sc_starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PR_SC_KINDS * PR_PRIO_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pr_sc_prio);
+} sc_prios SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PR_SC_KINDS);
+	__type(key, __u32);
+	__type(value, struct pr_sc_kind);
+} sc_kinds SEC(".maps");
+
+static __always_inline __u32 sc_kind(const struct pglist_data___pr *pgdat, const struct scan_control___pr *sc)
+{
+	if (bpf_core_field_exists(sc->proactive) && BPF_CORE_READ_BITFIELD_PROBED(sc, proactive))
+		return PR_SC_PROACTIVE;
+	if (BPF_CORE_READ(sc, target_mem_cgroup))
+		return PR_SC_MEMCG;
+	/* current_is_kswapd() tests PF_KSWAPD, a #define; the node's kswapd
+	 * task pointer says the same without a flag value. */
+	if ((__u64)BPF_CORE_READ(pgdat, kswapd) == bpf_get_current_task())
+		return PR_SC_KSWAPD;
+	return PR_SC_DIRECT;
+}
+
+static __always_inline void on_shrink_node_entry(const void *pgdat, const void *scp)
+{
+	const struct scan_control___pr *sc = scp;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pr_sc_start st = {};
+	struct pr_totals *t;
+
+	st.kind = sc_kind(pgdat, sc);
+	st.priority = BPF_CORE_READ(sc, priority);
+	st.order = BPF_CORE_READ(sc, order);
+	st.reclaim_idx = BPF_CORE_READ(sc, reclaim_idx);
+	st.to_reclaim = BPF_CORE_READ(sc, nr_to_reclaim);
+	st.scanned = BPF_CORE_READ(sc, nr_scanned);
+	st.reclaimed = BPF_CORE_READ(sc, nr_reclaimed);
+	st.ts_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&sc_starts, &tid, &st, BPF_ANY) && (t = get_totals()))
+		t->sc_starts_full++;
+}
+
+static __always_inline void on_shrink_node_exit(const void *scp)
+{
+	const struct scan_control___pr *sc = scp;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pr_totals *t = get_totals();
+	struct pr_sc_start st, *found;
+	struct pr_sc_prio *p;
+	struct pr_sc_kind *k;
+	__u64 reclaimed, slot;
+	__u32 key;
+
+	if (!t)
+		return;
+	found = bpf_map_lookup_elem(&sc_starts, &tid);
+	if (!found) {
+		t->sc_unmatched++;
+		return;
+	}
+	st = *found;
+	bpf_map_delete_elem(&sc_starts, &tid);
+	reclaimed = BPF_CORE_READ(sc, nr_reclaimed);
+	if (st.kind >= PR_SC_KINDS || st.priority < 0 || st.priority >= PR_PRIO_SLOTS) {
+		t->sc_out_of_range++;
+		return;
+	}
+	key = st.kind * PR_PRIO_SLOTS + st.priority;
+	p = bpf_map_lookup_elem(&sc_prios, &key);
+	k = bpf_map_lookup_elem(&sc_kinds, &st.kind);
+	if (!p || !k)
+		return;
+	p->calls++;
+	p->scanned += BPF_CORE_READ(sc, nr_scanned) - st.scanned;
+	p->reclaimed += reclaimed - st.reclaimed;
+	p->to_reclaim += st.to_reclaim;
+	p->goal_met += reclaimed >= st.to_reclaim;
+	p->duration_ns += bpf_ktime_get_ns() - st.ts_ns;
+	/* 64-bit indices bounded right before use (see on_reclaim_end). */
+	slot = st.order;
+	barrier_var(slot);
+	if (slot < PR_ORDER_SLOTS)
+		k->orders[slot]++;
+	else
+		t->sc_out_of_range++;
+	slot = st.reclaim_idx;
+	barrier_var(slot);
+	if (slot < PR_ZONE_SLOTS)
+		k->zones[slot]++;
+	else
+		t->sc_out_of_range++;
+}
+
+SEC("fentry/shrink_node")
+int BPF_PROG(fentry_shrink_node, void *pgdat, void *sc)
+{
+	on_shrink_node_entry(pgdat, sc);
+	return 0;
+}
+
+SEC("fexit/shrink_node")
+int BPF_PROG(fexit_shrink_node, void *pgdat, void *sc)
+{
+	on_shrink_node_exit(sc);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

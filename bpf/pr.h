@@ -56,6 +56,11 @@ struct pr_totals {
 	__u64 unmatched_ends;
 	__u64 starts_full;
 	__u64 hist_full;
+	/* shrink_node variant: fexit without a recorded entry (attached mid-call),
+	 * sc_starts full, a priority/order/reclaim_idx beyond the slots of pr_sc_* */
+	__u64 sc_unmatched;
+	__u64 sc_starts_full;
+	__u64 sc_out_of_range;
 };
 
 /* Key of `starts` (id = thread id) and `hists` (id = process id). */
@@ -95,6 +100,56 @@ struct pr_event {
 	__u32 ref_keep;
 	__u32 unmap_fail;
 	char comm[16];
+};
+
+/* ---- shrink_node() fentry/fexit variant (optional: kernels allowing fentry) ---- */
+
+/* Who called shrink_node(): kswapd (current is pgdat->kswapd), cgroup limit
+ * reclaim (sc->target_mem_cgroup set), proactive reclaim (sc->proactive, the
+ * memory.reclaim file), else direct reclaim (including node reclaim). */
+#define PR_SC_KSWAPD 0
+#define PR_SC_DIRECT 1
+#define PR_SC_MEMCG 2
+#define PR_SC_PROACTIVE 3
+#define PR_SC_KINDS 4
+/* Bounds of the per-kind arrays, not kernel values: DEF_PRIORITY and the
+ * largest order are #defines absent from BTF. Values outside are counted in
+ * pr_totals.sc_out_of_range, never folded into a slot. */
+#define PR_PRIO_SLOTS 16
+#define PR_ORDER_SLOTS 16
+#define PR_ZONE_SLOTS 8
+
+/* Per-CPU value of `sc_prios`, key kind * PR_PRIO_SLOTS + priority (sc->priority
+ * at entry): cumulative shrink_node() calls and their effect, in pages and ns. */
+struct pr_sc_prio {
+	__u64 calls;
+	/* sums of the per-call deltas of sc->nr_scanned and sc->nr_reclaimed */
+	__u64 scanned;
+	__u64 reclaimed;
+	/* sum of sc->nr_to_reclaim (the reclaim's goal) at entry */
+	__u64 to_reclaim;
+	/* calls returning with sc->nr_reclaimed >= sc->nr_to_reclaim */
+	__u64 goal_met;
+	__u64 duration_ns;
+};
+
+/* Per-CPU value of `sc_kinds`, key kind: calls per sc->order and per
+ * sc->reclaim_idx (the highest zone index the reclaim may free from). */
+struct pr_sc_kind {
+	__u64 orders[PR_ORDER_SLOTS];
+	__u64 zones[PR_ZONE_SLOTS];
+};
+
+/* `sc_starts` value, key thread id: scan_control at shrink_node() entry. */
+struct pr_sc_start {
+	__u64 ts_ns;
+	__u64 scanned;
+	__u64 reclaimed;
+	__u64 to_reclaim;
+	__u32 kind;
+	__s32 priority;
+	__s32 order;
+	__s32 reclaim_idx;
 };
 
 #endif

@@ -35,6 +35,7 @@ __all__ = [
     "tracepoint_format",
     "tracepoint_hook",
     "tracepoint_params",
+    "zone_names",
 ]
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
@@ -240,3 +241,23 @@ def tracepoint_hook(name: str, required: bool = True) -> Hook:
     """A raw/BTF tracepoint hook, checked against kernel BTF."""
     params = tracepoint_params(name)
     return Hook(f"tracepoint {name}", params is not None, required, "" if params else "not in kernel BTF")
+
+
+# /proc/zoneinfo's spelling of the zone_type enumerators.
+_ZONE_NAMES = {
+    "ZONE_DMA": "DMA",
+    "ZONE_DMA32": "DMA32",
+    "ZONE_NORMAL": "Normal",
+    "ZONE_HIGHMEM": "HighMem",
+    "ZONE_MOVABLE": "Movable",
+    "ZONE_DEVICE": "Device",
+}
+
+
+def zone_names(btf: BTF) -> dict[int, str]:
+    """Zone index -> name as /proc/zoneinfo spells it, from the kernel's ``enum zone_type``."""
+    return {
+        v: _ZONE_NAMES.get(k, k.removeprefix("ZONE_"))
+        for k, v in btf.enum_values("zone_type").items()
+        if k.startswith("ZONE_")
+    }

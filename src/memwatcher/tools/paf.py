@@ -80,17 +80,6 @@ __all__ = [
 
 _ALLOC_PARAMS = ["struct page *", "unsigned int", "gfp_t", "int"]
 _KSWAPD_PARAMS = ["int", "int", "int", "gfp_t"]
-# The kernel's names of its zones (mm/page_alloc.c zone_names[]), for a zone
-# whose name string cannot be read.
-_ZONE_NAMES = {
-    "ZONE_DMA": "DMA",
-    "ZONE_DMA32": "DMA32",
-    "ZONE_NORMAL": "Normal",
-    "ZONE_HIGHMEM": "HighMem",
-    "ZONE_MOVABLE": "Movable",
-    "ZONE_DEVICE": "Device",
-}
-
 
 # ---------------------------------------------------------------- GFP names
 
@@ -451,14 +440,6 @@ def _max_numnodes(btf: BTF) -> int:
     return size * 8 if size else 1
 
 
-def _zone_names(btf: BTF) -> dict[int, str]:
-    return {
-        v: _ZONE_NAMES.get(k, k.removeprefix("ZONE_"))
-        for k, v in btf.enum_values("zone_type").items()
-        if k.startswith("ZONE_")
-    }
-
-
 def _migratetype_names(btf: BTF) -> dict[int, str]:
     return {
         v: k.removeprefix("MIGRATE_")
@@ -548,7 +529,7 @@ class PageAllocTracer:
         zone_enum = btf.enum_values("zone_type")
         self.nr_zones = zone_enum["__MAX_NR_ZONES"]
         self.nr_nodes = min(_node_count(), self._layouts.constants["PAF_MAX_NODES"])
-        self.zone_names = _zone_names(btf)
+        self.zone_names = kernel.zone_names(btf)
         self.migratetypes = _migratetype_names(btf)
         self.layout = self._calibrate(btf)
         try:

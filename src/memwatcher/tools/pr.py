@@ -9,6 +9,15 @@ and memcg reclaim (``mm_vmscan_memcg_reclaim_begin/end``) per process into
 log2 histograms; counts kswapd wakeups and sleeps per node. User space reads
 the cumulative counters every interval and prints the differences.
 
+Where the kernel allows fentry/fexit programs (and ``shrink_node`` is a real
+function in its BTF), a richer variant also hooks ``shrink_node()``, the
+reclaim of one node that every kind of reclaim goes through, and reads its
+``struct scan_control`` through CO-RE: the reclaim priority (how hard the
+kernel is struggling), order, reclaim_idx, nr_to_reclaim, and the growth of
+``nr_scanned``/``nr_reclaimed`` over each call, per reclaim kind (kswapd,
+direct, memcg, proactive). It is chosen automatically and skipped, falling
+back to the tracepoints alone, when it cannot load or attach.
+
 Library use::
 
     with PageReclaim() as pr:
@@ -47,6 +56,7 @@ __all__ = [
     "PageReclaim",
     "PrOptions",
     "ReclaimSample",
+    "ScanControlStats",
     "ShrinkEvent",
     "Snapshot",
     "bucket_bounds",
@@ -61,6 +71,10 @@ __all__ = [
 KINDS = ("direct", "memcg")  # PR_KIND_DIRECT, PR_KIND_MEMCG
 RECLAIMERS = ("direct", "memcg", "other")  # event reclaimer values (pr.h PR_KIND_*)
 LRUS = ("anon", "file")
+SC_KINDS = ("kswapd", "direct", "memcg", "proactive")  # pr.h PR_SC_*
+# shrink_node() variant: its programs and the scan_control members it reads.
+_SC_PROGRAMS = ("fentry_shrink_node", "fexit_shrink_node")
+_SC_MEMBERS = ("nr_to_reclaim", "target_mem_cgroup", "order", "priority", "reclaim_idx", "nr_scanned", "nr_reclaimed")
 
 # Tracepoint -> (argument types the programs read, as a prefix of the BTF
 # argument list; program name suffix; hook group). Arguments appended by a
@@ -132,6 +146,26 @@ def _hook_status() -> dict[str, tuple[bool, str]]:
     return groups
 
 
+def scan_control_status() -> tuple[bool, str]:
+    """Whether the shrink_node() fentry/fexit variant can be tried here, and why not.
+
+    Needs fentry programs (found by loading one), ``shrink_node`` as a function
+    in kernel BTF (a function inlined into every caller has no entry to hook)
+    and the ``struct scan_control`` members the programs read.
+    """
+    fentry = kernel.probe_features()["fentry"]
+    if not fentry.available:
+        return False, "fentry unavailable"
+    btf = BTF.vmlinux()
+    if btf.find("shrink_node", "func") is None:
+        return False, "shrink_node not a function in kernel BTF"
+    members = btf.members("scan_control")
+    missing = [m for m in _SC_MEMBERS if m not in members]
+    if missing:
+        return False, f"scan_control lacks {', '.join(missing)}"
+    return True, ""
+
+
 def plan() -> kernel.Plan:
     """Hooks pr needs here and the program variant it will load."""
     status = _hook_status()
@@ -139,10 +173,14 @@ def plan() -> kernel.Plan:
         kernel.Hook(f"tracepoint {tp}", status[group][0], group == "inactive", status[group][1])
         for tp, (_, _, group) in _HOOKS.items()
     ]
+    sc_ok, sc_why = scan_control_status()
+    hooks.append(kernel.Hook("fentry/fexit shrink_node", sc_ok, False, sc_why))
     tp_btf = kernel.probe_features()["tp_btf"].available
     members = BTF.vmlinux().members("reclaim_stat")
     missing = [f for f, m in _STAT_MEMBERS.items() if m not in members]
-    variant = ("tp_btf" if tp_btf else "raw_tp") + (f"; reclaim_stat lacks {', '.join(missing)}" if missing else "")
+    variant = ("tp_btf" if tp_btf else "raw_tp") + (" + fentry/fexit shrink_node (scan_control)" if sc_ok else "")
+    variant += "" if sc_ok else f"; no scan_control variant ({sc_why})"
+    variant += f"; reclaim_stat lacks {', '.join(missing)}" if missing else ""
     return kernel.Plan("pr", hooks, variant=variant)
 
 
@@ -188,6 +226,43 @@ class ReclaimSample(NamedTuple):
     memcg_reclaimed_pages: int | None
     kswapd_wakeups: int | None
     kswapd_sleeps: int | None
+    # shrink_node() variant (None without it, and in per-node samples): calls,
+    # summed per-call growth of sc->nr_scanned / nr_reclaimed, and the lowest
+    # (hardest) reclaim priority of the calls.
+    node_shrinks: int | None = None
+    node_scanned_pages: int | None = None
+    node_reclaimed_pages: int | None = None
+    min_priority: int | None = None
+
+
+class ScanControlStats(NamedTuple):
+    """``shrink_node()`` calls of one reclaim kind at one priority (fentry variant).
+
+    ``kind`` is "kswapd", "direct", "memcg" (cgroup limit reclaim) or
+    "proactive" (memory.reclaim); ``priority`` is ``sc->priority`` at entry
+    (the kernel starts at DEF_PRIORITY and counts down as passes fail: lower
+    means harder). ``scanned_pages``/``reclaimed_pages`` sum the growth of
+    ``sc->nr_scanned``/``sc->nr_reclaimed`` over each call (nr_reclaimed
+    also takes slab pages the kernel credits to the reclaim);
+    ``to_reclaim_pages`` sums ``sc->nr_to_reclaim`` (the whole reclaim's
+    goal, per call); ``goal_met_calls`` counts calls returning with the goal
+    reached. Cumulative since load from :meth:`Snapshot.scan_control`, per
+    interval on a difference of snapshots.
+    """
+
+    kind: str
+    priority: int
+    calls: int
+    scanned_pages: int
+    reclaimed_pages: int
+    to_reclaim_pages: int
+    goal_met_calls: int
+    duration_ns: int
+
+    @property
+    def reclaimed_per_scanned(self) -> float | None:
+        """Reclaim efficiency: pages freed per page scanned (None when nothing was scanned)."""
+        return self.reclaimed_pages / self.scanned_pages if self.scanned_pages else None
 
 
 class LatencyHistogram(NamedTuple):
@@ -265,6 +340,12 @@ def _u64_view(values: np.ndarray) -> np.ndarray:
     return flat.view(np.uint64).reshape(flat.size, flat.dtype.itemsize // 8)
 
 
+def _cpu_sum(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A per-CPU map's values (one row of CPUs per key, all-__u64 structs) summed over CPUs."""
+    summed = _u64_view(values).reshape(len(values), possible_cpus(), -1).sum(axis=1, dtype=np.uint64)
+    return np.ascontiguousarray(summed).view(dtype).reshape(len(values))
+
+
 @dataclass
 class Snapshot:
     """Cumulative counters since load (or their difference: ``later - earlier``).
@@ -278,12 +359,87 @@ class Snapshot:
     totals: np.ndarray
     available: Available
     monotonic_ns: int = field(default_factory=time.monotonic_ns)
+    # shrink_node() variant only: ``struct pr_sc_prio`` by kind * PR_PRIO_SLOTS
+    # + priority, ``struct pr_sc_kind`` by kind, and zone names by index.
+    sc_prios: np.ndarray | None = None
+    sc_kinds: np.ndarray | None = None
+    zone_names: dict[int, str] = field(default_factory=dict)
 
     def __sub__(self, earlier: Snapshot) -> Snapshot:
         # Counters only grow; uint64 subtraction also survives a wrap.
-        nodes = (_u64_view(self.nodes) - _u64_view(earlier.nodes)).view(self.nodes.dtype).reshape(self.nodes.shape)
-        totals = (_u64_view(self.totals) - _u64_view(earlier.totals)).view(self.totals.dtype).reshape(())
-        return Snapshot(nodes, totals, self.available, self.monotonic_ns - earlier.monotonic_ns)
+        def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return (_u64_view(a) - _u64_view(b)).view(a.dtype).reshape(a.shape)
+
+        return Snapshot(
+            sub(self.nodes, earlier.nodes),
+            sub(self.totals, earlier.totals),
+            self.available,
+            self.monotonic_ns - earlier.monotonic_ns,
+            None if self.sc_prios is None or earlier.sc_prios is None else sub(self.sc_prios, earlier.sc_prios),
+            None if self.sc_kinds is None or earlier.sc_kinds is None else sub(self.sc_kinds, earlier.sc_kinds),
+            self.zone_names,
+        )
+
+    def scan_control(self) -> list[ScanControlStats]:
+        """shrink_node() calls per reclaim kind and priority (only those with calls), or [] without the variant."""
+        if self.sc_prios is None:
+            return []
+        slots = len(self.sc_prios) // len(SC_KINDS)
+        out = []
+        for key, r in enumerate(self.sc_prios):
+            if r["calls"]:
+                out.append(
+                    ScanControlStats(
+                        kind=SC_KINDS[key // slots],
+                        priority=key % slots,
+                        calls=int(r["calls"]),
+                        scanned_pages=int(r["scanned"]),
+                        reclaimed_pages=int(r["reclaimed"]),
+                        to_reclaim_pages=int(r["to_reclaim"]),
+                        goal_met_calls=int(r["goal_met"]),
+                        duration_ns=int(r["duration_ns"]),
+                    )
+                )
+        return out
+
+    def scan_orders(self) -> dict[str, dict[int, int]]:
+        """shrink_node() calls per kind and allocation order (``sc->order``) with calls."""
+        if self.sc_kinds is None:
+            return {}
+        return {
+            kind: {o: int(n) for o, n in enumerate(self.sc_kinds[k]["orders"]) if n}
+            for k, kind in enumerate(SC_KINDS)
+            if self.sc_kinds[k]["orders"].any()
+        }
+
+    def scan_zones(self) -> dict[str, dict[str, int]]:
+        """shrink_node() calls per kind and highest eligible zone (``sc->reclaim_idx``, by zone name)."""
+        if self.sc_kinds is None:
+            return {}
+        return {
+            kind: {self.zone_names.get(z, str(z)): int(n) for z, n in enumerate(self.sc_kinds[k]["zones"]) if n}
+            for k, kind in enumerate(SC_KINDS)
+            if self.sc_kinds[k]["zones"].any()
+        }
+
+    def scan_control_summary(self) -> dict[str, dict[str, Any]]:
+        """Per reclaim kind: totals, calls per priority, order and zone (JSON-friendly)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.scan_control():
+            k = out.setdefault(
+                r.kind,
+                {"calls": 0, "scanned_pages": 0, "reclaimed_pages": 0, "to_reclaim_pages": 0, "goal_met_calls": 0}
+                | {"duration_ns": 0, "priorities": {}},
+            )
+            for name in ("calls", "scanned_pages", "reclaimed_pages", "to_reclaim_pages", "goal_met_calls"):
+                k[name] += getattr(r, name)
+            k["duration_ns"] += r.duration_ns
+            k["priorities"][str(r.priority)] = r.calls
+        for kind, orders in self.scan_orders().items():
+            out.setdefault(kind, {})["orders"] = {str(o): n for o, n in orders.items()}
+        for kind, zones in self.scan_zones().items():
+            out.setdefault(kind, {})["zones"] = zones
+        return out
 
     def total(self) -> ReclaimSample:
         """All nodes together."""
@@ -335,12 +491,27 @@ class Snapshot:
             memcg_reclaimed_pages=whole("memcg_reclaimed_pages", av.memcg),
             kswapd_wakeups=int(node["kswapd_wakeups"]) if av.kswapd else None,
             kswapd_sleeps=int(node["kswapd_sleeps"]) if av.kswapd else None,
+            **(self._scan_control_totals() if nid is None else {}),
         )
+
+    def _scan_control_totals(self) -> dict[str, int | None]:
+        if self.sc_prios is None:
+            return {}
+        rows = self.scan_control()
+        return {
+            "node_shrinks": sum(r.calls for r in rows),
+            "node_scanned_pages": sum(r.scanned_pages for r in rows),
+            "node_reclaimed_pages": sum(r.reclaimed_pages for r in rows),
+            "min_priority": min((r.priority for r in rows), default=None),
+        }
 
     @property
     def lost(self) -> dict[str, int]:
         """Events that could not be booked (all zero in a healthy run)."""
-        return {k: int(self.totals[k]) for k in ("bad_node", "unmatched_ends", "starts_full", "hist_full")}
+        keys = ["bad_node", "unmatched_ends", "starts_full", "hist_full"]
+        if self.sc_prios is not None:
+            keys += ["sc_unmatched", "sc_starts_full", "sc_out_of_range"]
+        return {k: int(self.totals[k]) for k in keys}
 
 
 # ---------------------------------------------------------------- histograms
@@ -416,16 +587,26 @@ class PrOptions:
     ``events`` streams each shrink_inactive event (ring buffer of
     ``ring_bytes``, a power of two); ``variant`` forces "tp_btf" or "raw_tp"
     instead of probing; ``max_processes`` bounds the latency histogram map.
+    ``scan_control``: None adds the shrink_node() fentry/fexit programs where
+    :func:`scan_control_status` allows and they load and attach (else pr runs
+    without them), True requires them (error if impossible), False leaves
+    them out.
     """
 
     events: bool = False
     ring_bytes: int = 1 << 20
     variant: str | None = None
     max_processes: int = 4096
+    scan_control: bool | None = None
 
 
 class PageReclaim:
-    """Loaded and attached pr programs (a context manager; :meth:`close` is idempotent)."""
+    """Loaded and attached pr programs (a context manager; :meth:`close` is idempotent).
+
+    ``variant`` is the tracepoint flavor loaded, ``scan_control`` whether the
+    shrink_node() programs run, ``scan_control_error`` why not (None if they
+    run or were not wanted).
+    """
 
     def __init__(self, options: PrOptions | None = None) -> None:
         self.options = options or PrOptions()
@@ -434,26 +615,46 @@ class PageReclaim:
         self.layouts = header("pr")
         self.node_count = _possible_nodes()
         variants = [self.options.variant] if self.options.variant else list(_VARIANTS)
+        want = self.options.scan_control
+        self.scan_control_error: str | None = None
+        if want is not False:
+            ok, why = scan_control_status()
+            if not ok:
+                if want:
+                    raise MemwatcherError(f"pr: the shrink_node (scan_control) variant is unavailable: {why}")
+                self.scan_control_error = why
+                want = False
+        # With scan_control auto, try it with the first tracepoint flavor, then
+        # every flavor without it (fentry and tp_btf need the same program type).
+        attempts = {None: [(variants[0], True)], True: [(v, True) for v in variants], False: []}[want]
+        if not want:
+            attempts += [(v, False) for v in variants]
         errors = []
         self._obj: BPFObject | None = None
-        for variant in variants:
+        for variant, with_sc in attempts:
             try:
-                self._obj = self._load(variant)
+                self._obj = self._load(variant, with_sc)
                 self.variant = variant
+                self.scan_control = with_sc
                 break
             except LibbpfError as e:
-                errors.append(f"{variant}: {e}")
+                errors.append(f"{variant}{' + shrink_node' if with_sc else ''}: {e}")
+                if with_sc and want is None:
+                    self.scan_control_error = str(e)
         if self._obj is None:
             raise MemwatcherError("cannot load the pr programs: " + "; ".join(errors))
+        self.zone_names = kernel.zone_names(BTF.vmlinux()) if self.scan_control else {}
         self._ring = RingBuffer(self._obj.maps.events, self.layouts.pr_event) if self.options.events else None
 
-    def _load(self, variant: str) -> BPFObject:
+    def _load(self, variant: str, scan_control: bool) -> BPFObject:
         status = _hook_status()
         obj = BPFObject.open(object_path("pr"))
         try:
             for _, suffix, group in _HOOKS.values():
                 for v in _VARIANTS:
                     obj.programs[f"{v}_{suffix}"].autoload = v == variant and status[group][0]
+            for name in _SC_PROGRAMS:
+                obj.programs[name].autoload = scan_control
             obj.rodata.emit_events = self.options.events
             obj.maps.nodes.max_entries = self.node_count
             obj.maps.hists.max_entries = self.options.max_processes
@@ -475,14 +676,18 @@ class PageReclaim:
         """Cumulative counters since load."""
         _, nodes = self.obj.maps.nodes.read_all(np.uint32, self.layouts.pr_node)
         _, totals = self.obj.maps.totals.read_all(np.uint32, self.layouts.pr_totals)
-        ncpu = possible_cpus()
-        node_sum = _u64_view(nodes).reshape(len(nodes), ncpu, -1).sum(axis=1, dtype=np.uint64)
-        total_sum = _u64_view(totals).reshape(len(totals), ncpu, -1).sum(axis=1, dtype=np.uint64)
-        return Snapshot(
-            np.ascontiguousarray(node_sum).view(self.layouts.pr_node).reshape(len(nodes)),
-            np.ascontiguousarray(total_sum).view(self.layouts.pr_totals).reshape(()),
+        snap = Snapshot(
+            _cpu_sum(nodes, self.layouts.pr_node),
+            _cpu_sum(totals, self.layouts.pr_totals).reshape(()),
             self.available,
         )
+        if self.scan_control:
+            _, prios = self.obj.maps.sc_prios.read_all(np.uint32, self.layouts.pr_sc_prio)
+            _, kinds = self.obj.maps.sc_kinds.read_all(np.uint32, self.layouts.pr_sc_kind)
+            snap.sc_prios = _cpu_sum(prios, self.layouts.pr_sc_prio)
+            snap.sc_kinds = _cpu_sum(kinds, self.layouts.pr_sc_kind)
+            snap.zone_names = self.zone_names
+        return snap
 
     def latency(self) -> list[LatencyHistogram]:
         """Cumulative reclaim latency histograms per process and kind."""
@@ -590,12 +795,31 @@ _INTERVAL_COLUMNS = [
     Column("kswapd_wakeups", "KSWAPD_WAKE"),
     Column("kswapd_sleeps", "KSWAPD_SLEEP"),
 ]
+# Only with the shrink_node() variant loaded.
+_SC_COLUMNS = [
+    Column("node_shrinks", "SHRINK_NODE"),
+    Column("min_priority", "MIN_PRIO"),
+    Column("node_scanned_pages", "SN_SCANNED"),
+    Column("node_reclaimed_pages", "SN_RECLAIMED"),
+]
 # The table keeps the columns an operator scans for (the original's first).
 _TABLE_KEYS = (
     "scanned_pages reclaimed_pages dirty_pages unqueued_dirty_pages congested_pages writeback_pages "
     "immediate_pages activated_pages direct_reclaims direct_reclaim_ns memcg_reclaims memcg_reclaim_ns "
-    "kswapd_wakeups"
+    "kswapd_wakeups node_shrinks min_priority"
 ).split()
+
+_SCAN_CONTROL_COLUMNS = [
+    Column("kind", "KIND", left=True),
+    Column("priority", "PRIO"),
+    Column("calls", "CALLS"),
+    Column("scanned_pages", "SCANNED"),
+    Column("reclaimed_pages", "RECLAIMED"),
+    Column("reclaimed_per_scanned", "RECL/SCAN"),
+    Column("to_reclaim_pages", "TO_RECLAIM"),
+    Column("goal_met_calls", "GOAL_MET"),
+    Column("duration_ns", "TIME", "ns"),
+]
 
 _LATENCY_COLUMNS = [
     Column("pid", "PID"),
@@ -631,11 +855,21 @@ _EVENT_COLUMNS = [
 ]
 
 
-def _interval_columns(output: OutputFormat, per_node: bool) -> list[Column]:
+def _interval_columns(output: OutputFormat, per_node: bool, scan_control: bool) -> list[Column]:
     cols = [c for c in _INTERVAL_COLUMNS if per_node or c.key != "node"]
+    if scan_control:
+        cols += _SC_COLUMNS
+        if output == OutputFormat.json:
+            cols.append(Column("scan_control", "SCAN_CONTROL"))
     if output == OutputFormat.table:
         cols = [c for c in cols if c.key in _TABLE_KEYS or c.key == "node"]
     return cols
+
+
+def scan_control_row(r: ScanControlStats) -> dict[str, Any]:
+    """Output row of one (kind, priority) of the shrink_node() variant."""
+    eff = r.reclaimed_per_scanned
+    return {**r._asdict(), "reclaimed_per_scanned": None if eff is None else round(eff, 4)}
 
 
 def latency_row(h: LatencyHistogram) -> dict[str, Any]:
@@ -674,9 +908,10 @@ class _Reporter:
         self.output = output
         self.per_node = per_node
         columns = {
-            "counters": _interval_columns(output, per_node),
+            "counters": _interval_columns(output, per_node, pr.scan_control),
             "latency": _LATENCY_COLUMNS + ([Column("buckets", "BUCKETS")] if output == OutputFormat.json else []),
             "events": _EVENT_COLUMNS,
+            "scan_control": _SCAN_CONTROL_COLUMNS,
         }[view]
         self.writer: Writer = make_writer(output, columns)
         self.prev = pr.read()
@@ -690,8 +925,16 @@ class _Reporter:
             cur = self.pr.read()
             delta = cur - self.prev
             self.prev = cur
-            rows = delta.per_node() if self.per_node else [delta.total()]
-            self.writer.write([r._asdict() for r in rows], time=now, title="page reclaim (pages per interval)")
+            rows = [r._asdict() for r in (delta.per_node() if self.per_node else [delta.total()])]
+            if self.pr.scan_control and not self.per_node:
+                rows[0]["scan_control"] = delta.scan_control_summary()
+            self.writer.write(rows, time=now, title="page reclaim (pages per interval)")
+        elif self.view == "scan_control":
+            cur = self.pr.read()
+            delta = cur - self.prev
+            self.prev = cur
+            rows = [scan_control_row(r) for r in delta.scan_control()]
+            self.writer.write(rows, time=now, title="shrink_node calls per reclaim kind and priority")
         elif self.view == "latency":
             cur_h = self.pr.latency()
             hists = sorted(latency_delta(self.prev_hists, cur_h), key=lambda h: -h.total_ns)
@@ -710,7 +953,7 @@ class _Reporter:
             if dropped != self.dropped:
                 self.writer.message(f"pr: {dropped - self.dropped} events dropped (ring buffer full)")
                 self.dropped = dropped
-        if self.view == "counters":
+        if self.view in ("counters", "scan_control"):
             lost = {k: v for k, v in self.prev.lost.items() if v > self.lost.get(k, 0)}
             if lost:
                 self.writer.message("pr: not booked so far: " + ", ".join(f"{k}={v}" for k, v in lost.items()))
@@ -729,6 +972,14 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--latency", "-l", help="Direct/memcg reclaim latency histograms per process.")
         ] = False,
         events: Annotated[bool, typer.Option("--events", "-e", help="Stream every shrink_inactive event.")] = False,
+        scan_control: Annotated[
+            bool,
+            typer.Option(
+                "--scan-control",
+                "-s",
+                help="shrink_node() calls per reclaim kind and priority (needs fentry; shown by doctor).",
+            ),
+        ] = False,
         variant: Annotated[
             str | None, typer.Option("--variant", help="Force tp_btf or raw_tp programs (default: probe).")
         ] = None,
@@ -738,12 +989,12 @@ def register(app: typer.Typer) -> None:
         Also direct and memcg reclaim counts and latency, kswapd wakeups.
         Example: memwatcher pr -i 1 --per-node -o json
         """
-        if latency and events:
-            raise typer.BadParameter("--latency and --events are different views: choose one")
+        if latency + events + scan_control > 1:
+            raise typer.BadParameter("--latency, --events and --scan-control are different views: choose one")
         if variant is not None and variant not in _VARIANTS:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
-        view = "latency" if latency else ("events" if events else "counters")
-        opts = PrOptions(events=events, variant=variant)
+        view = "latency" if latency else ("events" if events else ("scan_control" if scan_control else "counters"))
+        opts = PrOptions(events=events, variant=variant, scan_control=True if scan_control else None)
         with slow_step("loading and attaching pr..."):
             loaded = PageReclaim(opts)
         with loaded as pr, stop_on_signals() as stop:
