@@ -7,7 +7,12 @@ elsewhere they skip with the reason.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,3 +55,112 @@ def kib(status: dict[str, str], key: str) -> int:
     value, unit = status[key].split()
     assert unit == "kB"
     return int(value) * 1024
+
+
+def vmstat() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        key, value = line.split()
+        out[key] = int(value)
+    return out
+
+
+def fs_type(path: Path) -> str:
+    """Filesystem type of the mount holding ``path`` (longest mount point prefix)."""
+    best, fstype = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ")
+        mount_point = left.split()[4]
+        if str(path).startswith(mount_point) and len(mount_point) > len(best):
+            best, fstype = mount_point, right.split()[0]
+    return fstype
+
+
+# A child that joins a cgroup (argv: its cgroup.procs, a file, MiB) and drives
+# it into limit reclaim: writes the file (dirty page cache over the limit),
+# fsyncs, drops its cache, reads it back (clean page cache), removes it.
+PAGE_CACHE_WORKLOAD = r"""
+import os, sys
+procs, path, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(procs, "w") as f:
+    f.write(str(os.getpid()))
+buf = os.urandom(1 << 20)
+fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+try:
+    for _ in range(mib):
+        os.write(fd, buf)
+    os.fsync(fd)
+    os.close(fd)
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    while os.read(fd, 1 << 20):
+        pass
+    os.close(fd)
+finally:
+    os.unlink(path)
+"""
+
+
+@dataclass
+class Cgroup:
+    """A memory-limited cgroup; ``limited()`` says whether the limit was hit."""
+
+    path: Path
+    version: int
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def reclaim_counters(self) -> tuple[int, int] | None:
+        """The cgroup's own (pgscan, pgsteal) in pages; cgroup v1 has none."""
+        if self.version == 1:
+            return None
+        stat = dict(line.split() for line in (self.path / "memory.stat").read_text().splitlines())
+        return int(stat["pgscan"]), int(stat["pgsteal"])
+
+    def limited(self) -> int:
+        if self.version == 1:
+            return int((self.path / "memory.failcnt").read_text())
+        events = dict(line.split() for line in (self.path / "memory.events").read_text().splitlines())
+        return int(events["max"])
+
+
+@contextmanager
+def memory_limited_cgroup(name: str, limit_bytes: int) -> Iterator[Cgroup]:
+    """A new cgroup limited to ``limit_bytes``, v1 memory or v2 (at /sys/fs/cgroup/unified, as on the
+    project's hosts and in the test guests); skips the test without a memory controller. Its processes
+    are killed and it is removed on exit."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    v2 = Path("/sys/fs/cgroup/unified")
+    if (v1 / "memory.limit_in_bytes").is_file():
+        cg = Cgroup(v1 / name, 1)
+        cg.path.mkdir()
+        (cg.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+    elif (v2 / "cgroup.controllers").is_file() and "memory" in (v2 / "cgroup.controllers").read_text().split():
+        # The controller must be enabled for children (already so on systemd hosts).
+        control = v2 / "cgroup.subtree_control"
+        if "memory" not in control.read_text().split():
+            control.write_text("+memory")
+        cg = Cgroup(v2 / name, 2)
+        cg.path.mkdir()
+        (cg.path / "memory.max").write_text(str(limit_bytes))
+    else:
+        pytest.skip("no cgroup memory controller (v1 memory or v2 with +memory)")
+    try:
+        yield cg
+    finally:
+        for pid in cg.procs.read_text().split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                cg.path.rmdir()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)

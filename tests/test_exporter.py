@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from conftest import kib, proc_status, requires_bpf
+from conftest import PAGE_CACHE_WORKLOAD, Cgroup, fs_type, kib, memory_limited_cgroup, proc_status, requires_bpf, vmstat
 from memwatcher import exporter, kernel
 from memwatcher.tools import paf, pr, procstat, sysstat
 
@@ -545,74 +545,14 @@ def test_sigterm_stops_cleanly_and_closes_every_bpf_object() -> None:
         http_get(exp.url, timeout_s=1)
 
 
-# Memory cgroup limit reclaim: write a file through a small cgroup (dirty page
-# cache over the limit), fsync, then read it back (clean page cache).
-RECLAIM_WORKLOAD = r"""
-import os, sys
-procs, path, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with open(procs, "w") as f:
-    f.write(str(os.getpid()))
-buf = os.urandom(1 << 20)
-fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-for _ in range(mib):
-    os.write(fd, buf)
-os.fsync(fd)
-os.close(fd)
-fd = os.open(path, os.O_RDONLY)
-os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-while os.read(fd, 1 << 20):
-    pass
-os.close(fd)
-"""
 LIMIT_BYTES = 32 << 20
 WORKLOAD_MIB = 128
 
 
 @pytest.fixture
-def memcg() -> Iterator[tuple[Path, Callable[[], int]]]:
-    """A memory-limited cgroup: (its cgroup.procs, a function counting limit hits)."""
-    v1, v2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup/unified")
-    path = (v1 if (v1 / "memory.limit_in_bytes").is_file() else v2) / f"mwtest-export-{os.getpid()}"
-    if path.parent == v1:
-        path.mkdir()
-        (path / "memory.limit_in_bytes").write_text(str(LIMIT_BYTES))
-
-        def limited() -> int:
-            return int((path / "memory.failcnt").read_text())
-
-    elif "memory" in (v2 / "cgroup.subtree_control").read_text().split():
-        path.mkdir()
-        (path / "memory.max").write_text(str(LIMIT_BYTES))
-
-        def limited() -> int:
-            return int(dict(line.split() for line in (path / "memory.events").read_text().splitlines())["max"])
-
-    else:
-        pytest.skip("no cgroup memory controller (v1 memory, or v2 with +memory enabled)")
-    try:
-        yield path / "cgroup.procs", limited
-    finally:
-        for pid in (path / "cgroup.procs").read_text().split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        wait_until(lambda: path.rmdir() is None, 5, "the test cgroup to be removable")
-
-
-def _fs_type(path: Path) -> str:
-    """Filesystem type of the mount holding ``path`` (longest mount point prefix)."""
-    best, fstype = "", ""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, right = line.split(" - ")
-        mount_point = left.split()[4]
-        if str(path).startswith(mount_point) and len(mount_point) > len(best):
-            best, fstype = mount_point, right.split()[0]
-    return fstype
-
-
-def vmstat() -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in Path("/proc/vmstat").read_text().splitlines())}
+def memcg() -> Iterator[Cgroup]:
+    with memory_limited_cgroup(f"mwtest-export-{os.getpid()}", LIMIT_BYTES) as cg:
+        yield cg
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -627,24 +567,23 @@ def delta(before: dict, after: dict, name: str, **labels: str) -> float:
 
 
 @requires_bpf
-def test_memcg_reclaim_counters_and_stall_histogram(memcg: tuple[Path, Callable[[], int]]) -> None:
-    procs, limited = memcg
-    if _fs_type(Path("/var/tmp")) in ("tmpfs", "ramfs"):
+def test_memcg_reclaim_counters_and_stall_histogram(memcg: Cgroup) -> None:
+    if fs_type(Path("/var/tmp")) in ("tmpfs", "ramfs"):
         pytest.skip("/var/tmp is in memory: page cache reclaim needs a disk-backed file")
     data = Path("/var/tmp") / f"mwtest-export-{os.getpid()}.dat"
     exp = Exporter("--top-processes", "1")
     try:
-        before, vm0, hits0 = scrape(exp.url), vmstat(), limited()
+        before, vm0, hits0 = scrape(exp.url), vmstat(), memcg.limited()
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-c", RECLAIM_WORKLOAD, str(procs), str(data), str(WORKLOAD_MIB)],
+            [sys.executable, "-c", PAGE_CACHE_WORKLOAD, str(memcg.procs), str(data), str(WORKLOAD_MIB)],
             capture_output=True,
             text=True,
             timeout=60,
         )
         elapsed_s = time.monotonic() - started
         assert done.returncode == 0, done.stderr
-        vm1, after, hits = vmstat(), scrape(exp.url), limited() - hits0
+        vm1, after, hits = vmstat(), scrape(exp.url), memcg.limited() - hits0
     finally:
         exp.kill()
         data.unlink(missing_ok=True)

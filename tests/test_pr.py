@@ -25,14 +25,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import requires_bpf
+from conftest import PAGE_CACHE_WORKLOAD, Cgroup, fs_type, memory_limited_cgroup, requires_bpf, vmstat
 from memwatcher.libbpf import LibbpfError, Program, possible_cpus
 from memwatcher.objects import header
 from memwatcher.tools import pr
@@ -47,30 +46,6 @@ ISSUE_KEYS = (
     "immediate_pages activated_pages ref_keep_pages unmap_fail_pages direct_reclaims direct_reclaim_ns "
     "memcg_reclaims memcg_reclaim_ns kswapd_wakeups kswapd_sleeps"
 ).split()
-
-# The workload: join the cgroup, write a file (dirty page cache over the
-# limit), fsync, drop its cache, read it back (clean page cache), remove it.
-WORKLOAD = r"""
-import os, sys
-procs, path, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with open(procs, "w") as f:
-    f.write(str(os.getpid()))
-buf = os.urandom(1 << 20)
-fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-try:
-    for _ in range(mib):
-        os.write(fd, buf)
-    os.fsync(fd)
-    os.close(fd)
-    fd = os.open(path, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    while os.read(fd, 1 << 20):
-        pass
-    os.close(fd)
-finally:
-    os.unlink(path)
-"""
-
 
 # ---------------------------------------------------------------- unit tests (no BPF)
 
@@ -246,91 +221,15 @@ def test_scan_control_columns_only_when_loaded() -> None:
 # ---------------------------------------------------------------- real BPF
 
 
-def _vmstat() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/vmstat").read_text().splitlines():
-        key, value = line.split()
-        out[key] = int(value)
-    return out
-
-
-def _fs_type(path: Path) -> str:
-    """Filesystem type of the mount holding ``path`` (longest mount point prefix)."""
-    best, fstype = "", ""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, right = line.split(" - ")
-        mount_point = left.split()[4]
-        if str(path).startswith(mount_point) and len(mount_point) > len(best):
-            best, fstype = mount_point, right.split()[0]
-    return fstype
-
-
-@dataclass
-class Cgroup:
-    """A memory-limited cgroup; ``limited()`` says whether the limit was hit."""
-
-    path: Path
-    version: int
-
-    @property
-    def procs(self) -> Path:
-        return self.path / "cgroup.procs"
-
-    def reclaim_counters(self) -> tuple[int, int] | None:
-        """The cgroup's own (pgscan, pgsteal) in pages; cgroup v1 has none."""
-        if self.version == 1:
-            return None
-        stat = dict(line.split() for line in (self.path / "memory.stat").read_text().splitlines())
-        return int(stat["pgscan"]), int(stat["pgsteal"])
-
-    def limited(self) -> int:
-        if self.version == 1:
-            return int((self.path / "memory.failcnt").read_text())
-        events = dict(line.split() for line in (self.path / "memory.events").read_text().splitlines())
-        return int(events["max"])
-
-
 @pytest.fixture
 def memcg() -> Iterator[Cgroup]:
-    v1 = Path("/sys/fs/cgroup/memory")
-    v2 = Path("/sys/fs/cgroup/unified")
-    name = f"mwtest-{os.getpid()}"
-    if (v1 / "memory.limit_in_bytes").is_file():
-        cg = Cgroup(v1 / name, 1)
-        cg.path.mkdir()
-        (cg.path / "memory.limit_in_bytes").write_text(str(LIMIT_BYTES))
-    elif (v2 / "cgroup.controllers").is_file() and "memory" in (v2 / "cgroup.controllers").read_text().split():
-        # The controller must be enabled for children (already so on systemd hosts).
-        control = v2 / "cgroup.subtree_control"
-        if "memory" not in control.read_text().split():
-            control.write_text("+memory")
-        cg = Cgroup(v2 / name, 2)
-        cg.path.mkdir()
-        (cg.path / "memory.max").write_text(str(LIMIT_BYTES))
-    else:
-        pytest.skip("no cgroup memory controller (v1 memory or v2 with +memory)")
-    try:
+    with memory_limited_cgroup(f"mwtest-{os.getpid()}", LIMIT_BYTES) as cg:
         yield cg
-    finally:
-        for pid in cg.procs.read_text().split():
-            try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                cg.path.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
 
 def _data_dir() -> Path:
     for d in (Path("/var/tmp"), Path("/tmp")):
-        if d.is_dir() and _fs_type(d) not in ("tmpfs", "ramfs", ""):
+        if d.is_dir() and fs_type(d) not in ("tmpfs", "ramfs", ""):
             return d
     pytest.skip("no disk-backed temporary directory (page cache reclaim needs one)")
 
@@ -358,18 +257,18 @@ def test_memcg_reclaim_matches_vmstat(memcg: Cgroup) -> None:
             # Once attached, the CLIs print their first interval (JSON) or their header (CSV).
             first = json.loads(counters_cli.stdout.readline())
             latency_header = latency_cli.stdout.readline().strip().split(",")
-            vm0, btf0, raw0 = _vmstat(), btf.read(), raw.read()
+            vm0, btf0, raw0 = vmstat(), btf.read(), raw.read()
             failcnt0, cg0 = memcg.limited(), memcg.reclaim_counters()
             started = time.monotonic_ns()
             child = subprocess.Popen(
-                [sys.executable, "-c", WORKLOAD, str(memcg.procs), str(data), str(FILE_MIB)],
+                [sys.executable, "-c", PAGE_CACHE_WORKLOAD, str(memcg.procs), str(data), str(FILE_MIB)],
                 stderr=subprocess.PIPE,
                 text=True,
             )
             _, child_err = child.communicate(timeout=60)
             elapsed_ns = time.monotonic_ns() - started
             assert child.returncode == 0, child_err
-            vm1, btf1, raw1, cg1 = _vmstat(), btf.read(), raw.read(), memcg.reclaim_counters()
+            vm1, btf1, raw1, cg1 = vmstat(), btf.read(), raw.read(), memcg.reclaim_counters()
             events = btf.events()
             hists = btf.latency()
             assert btf.events_dropped == 0
@@ -570,15 +469,15 @@ def test_scan_control_matches_kernel_counters(memcg: Cgroup) -> None:
     try:
         with pr.PageReclaim(pr.PrOptions(events=True)) as rec:
             assert rec.scan_control, rec.scan_control_error
-            vm0, snap0, cg0 = _vmstat(), rec.read(), memcg.reclaim_counters()
+            vm0, snap0, cg0 = vmstat(), rec.read(), memcg.reclaim_counters()
             child = subprocess.Popen(
-                [sys.executable, "-c", WORKLOAD, str(memcg.procs), str(data), str(FILE_MIB)],
+                [sys.executable, "-c", PAGE_CACHE_WORKLOAD, str(memcg.procs), str(data), str(FILE_MIB)],
                 stderr=subprocess.PIPE,
                 text=True,
             )
             _, child_err = child.communicate(timeout=120)
             assert child.returncode == 0, child_err
-            vm1, snap1, cg1 = _vmstat(), rec.read(), memcg.reclaim_counters()
+            vm1, snap1, cg1 = vmstat(), rec.read(), memcg.reclaim_counters()
             events = rec.events()
             assert rec.events_dropped == 0
     finally:
