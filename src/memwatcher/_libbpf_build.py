@@ -164,7 +164,7 @@ struct mw_sink {
 int mw_sink_copy(void *ctx, void *data, size_t size);
 int mw_sink_count(void *ctx, void *data, size_t size);
 void mw_log_install(void);
-void mw_log_set_debug(int on);
+int mw_log_set_debug(int on);
 size_t mw_log_take(char *out, size_t cap);
 int mw_map_dump(int fd, uint32_t key_size, uint32_t value_size, const void *start_key,
     void *keys, void *values, uint32_t max_entries, uint32_t *count);
@@ -231,7 +231,8 @@ static int mw_log_print(enum libbpf_print_level level, const char *fmt, va_list 
 }
 
 static void mw_log_install(void) { libbpf_set_print(mw_log_print); }
-static void mw_log_set_debug(int on) { mw_log_debug = on; }
+/* Returns the previous setting, so a caller can restore it. */
+static int mw_log_set_debug(int on) { int was = mw_log_debug; mw_log_debug = on; return was; }
 
 static size_t mw_log_take(char *out, size_t cap)
 {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import libbpf
@@ -54,7 +54,7 @@ class ObjectCheck:
         return {
             "ok": self.ok,
             "relocations": self.relocations,
-            "absent": [a.__dict__ for a in self.absent],
+            "absent": [asdict(a) for a in self.absent],
             "missing_hooks": self.missing_hooks,
             "error": self.error,
         }

@@ -114,13 +114,8 @@ def _take_log() -> str:
     return ffi.unpack(buf, n).decode(errors="replace")
 
 
-_debug_log = False
-
-
 def set_debug_log(on: bool) -> None:
     """Also collect libbpf's debug-level lines (very verbose)."""
-    global _debug_log
-    _debug_log = on
     lib.mw_log_set_debug(1 if on else 0)
 
 
@@ -372,11 +367,11 @@ def core_relocations(path: str | os.PathLike[str], target_btf: str | os.PathLike
             prog.autoload = True
             lib.bpf_program__set_type(prog._ptr, lib.BPF_PROG_TYPE_UNSPEC)
         with _Call(f"relocate BPF object '{obj.name}' against {target_btf}") as call:
-            lib.mw_log_set_debug(1)
+            was_debug = lib.mw_log_set_debug(1)
             try:
                 ret = lib.bpf_object__load(obj._ptr)
             finally:
-                lib.mw_log_set_debug(1 if _debug_log else 0)
+                lib.mw_log_set_debug(was_debug)
             log = _take_log()
             # libbpf itself refuses the first typeless program: the expected stop.
             if "failed to perform CO-RE relocations" in log or (ret < 0 and "missing BPF prog type" not in log):
