@@ -34,7 +34,7 @@ counter (a missing ``reclaim_stat`` field or tracepoint), never zero.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -402,38 +402,32 @@ class Snapshot:
                 )
         return out
 
-    def scan_orders(self) -> dict[str, dict[int, int]]:
-        """shrink_node() calls per kind and allocation order (``sc->order``) with calls."""
+    def _calls_per_kind(self, field_name: str, label: Callable[[int], Any]) -> dict[str, dict[Any, int]]:
+        """Per kind, the non-zero slots of ``pr_sc_kind.<field_name>``, keyed by ``label(slot)``."""
         if self.sc_kinds is None:
             return {}
         return {
-            kind: {o: int(n) for o, n in enumerate(self.sc_kinds[k]["orders"]) if n}
+            kind: {label(i): int(n) for i, n in enumerate(self.sc_kinds[k][field_name]) if n}
             for k, kind in enumerate(SC_KINDS)
-            if self.sc_kinds[k]["orders"].any()
+            if self.sc_kinds[k][field_name].any()
         }
+
+    def scan_orders(self) -> dict[str, dict[int, int]]:
+        """shrink_node() calls per kind and allocation order (``sc->order``) with calls."""
+        return self._calls_per_kind("orders", int)
 
     def scan_zones(self) -> dict[str, dict[str, int]]:
         """shrink_node() calls per kind and highest eligible zone (``sc->reclaim_idx``, by zone name)."""
-        if self.sc_kinds is None:
-            return {}
-        return {
-            kind: {self.zone_names.get(z, str(z)): int(n) for z, n in enumerate(self.sc_kinds[k]["zones"]) if n}
-            for k, kind in enumerate(SC_KINDS)
-            if self.sc_kinds[k]["zones"].any()
-        }
+        return self._calls_per_kind("zones", lambda z: self.zone_names.get(z, str(z)))
 
     def scan_control_summary(self) -> dict[str, dict[str, Any]]:
         """Per reclaim kind: totals, calls per priority, order and zone (JSON-friendly)."""
+        summed = ("calls", "scanned_pages", "reclaimed_pages", "to_reclaim_pages", "goal_met_calls", "duration_ns")
         out: dict[str, dict[str, Any]] = {}
         for r in self.scan_control():
-            k = out.setdefault(
-                r.kind,
-                {"calls": 0, "scanned_pages": 0, "reclaimed_pages": 0, "to_reclaim_pages": 0, "goal_met_calls": 0}
-                | {"duration_ns": 0, "priorities": {}},
-            )
-            for name in ("calls", "scanned_pages", "reclaimed_pages", "to_reclaim_pages", "goal_met_calls"):
+            k = out.setdefault(r.kind, dict.fromkeys(summed, 0) | {"priorities": {}})
+            for name in summed:
                 k[name] += getattr(r, name)
-            k["duration_ns"] += r.duration_ns
             k["priorities"][str(r.priority)] = r.calls
         for kind, orders in self.scan_orders().items():
             out.setdefault(kind, {})["orders"] = {str(o): n for o, n in orders.items()}
@@ -921,18 +915,16 @@ class _Reporter:
 
     def sample(self) -> None:
         now = timestamp()
-        if self.view == "counters":
+        if self.view in ("counters", "scan_control"):
             cur = self.pr.read()
             delta = cur - self.prev
             self.prev = cur
+        if self.view == "counters":
             rows = [r._asdict() for r in (delta.per_node() if self.per_node else [delta.total()])]
             if self.pr.scan_control and not self.per_node:
                 rows[0]["scan_control"] = delta.scan_control_summary()
             self.writer.write(rows, time=now, title="page reclaim (pages per interval)")
         elif self.view == "scan_control":
-            cur = self.pr.read()
-            delta = cur - self.prev
-            self.prev = cur
             rows = [scan_control_row(r) for r in delta.scan_control()]
             self.writer.write(rows, time=now, title="shrink_node calls per reclaim kind and priority")
         elif self.view == "latency":
