@@ -609,7 +609,9 @@ def test_memcg_reclaim_counters_and_stall_histogram(memcg: Cgroup) -> None:
     assert buckets[-1] == (float("inf"), count)
     assert [n for _, n in buckets] == sorted(n for _, n in buckets)
     stall_reclaimed = delta(before, after, "memwatcher_reclaim_stall_reclaimed_bytes_total", kind="memcg")
-    assert (WORKLOAD_MIB << 20) - 2 * LIMIT_BYTES <= stall_reclaimed <= reclaimed
+    # The end-of-reclaim count also includes slab pages the shrinkers freed, which the kernel
+    # credits to the reclaim (5 pages in a 6.1 guest, none on the host): 1% over the LRU's count.
+    assert (WORKLOAD_MIB << 20) - 2 * LIMIT_BYTES <= stall_reclaimed <= 1.01 * reclaimed
 
 
 def test_bad_listen_is_a_usage_error() -> None:
