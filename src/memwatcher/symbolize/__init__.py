@@ -16,7 +16,8 @@ default) and ``"pyelftools"`` (pure Python; chosen when libdw.so.1 is absent).
 Both find separate debug files by build-id and ``.gnu_debuglink`` under
 ``/usr/lib/debug`` and never use the network. Results are cached per
 (ELF file, address), files are opened once per Symbolizer and shared between
-processes that map the same file.
+processes that map the same file. C++ and Rust function names are
+demangled (``_demangle``); ``Frame.linkage_name`` keeps the mangled name.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 from ..errors import MemwatcherError
 from . import _dwfl
+from ._demangle import demangle
 from ._elf import ElfLayout, NotElfError, read_layout
 from ._kallsyms import KernelSymbol, KernelSymbols, KernelSymbolsHidden
 from ._procmaps import Module, ProcessMaps
@@ -67,7 +69,10 @@ class Frame:
     inside the ELF file (link-time, what ``addr2line -e`` takes).
     ``function`` is the DWARF name when debug information covers the address,
     else the ELF symbol; ``symbol`` and ``offset`` (bytes from the symbol's
-    start to ``address``) are set on the outermost frame only. ``file`` and
+    start to ``address``) are set on the outermost frame only. C++ and Rust
+    names in ``function`` and ``symbol`` are demangled (``ns::f(int)``);
+    ``linkage_name`` is the mangled name ``function`` was read from
+    (``_ZN2ns1fEi``), None when it was not mangled (C, kernel). ``file`` and
     ``line``: for the innermost frame, where the instruction is; for an outer
     frame, where the call that was inlined is. ``inlined``: this function was
     inlined into the next frame.
@@ -83,6 +88,7 @@ class Frame:
     file: str | None = None
     line: int | None = None
     inlined: bool = False
+    linkage_name: str | None = None
 
 
 def available_backends() -> list[str]:
@@ -268,24 +274,37 @@ class Symbolizer:
         return [Frame(address, module=sym.module, function=sym.name, symbol=sym.name, offset=address - sym.address)]
 
 
+def _names(name: str | None) -> tuple[str | None, str | None]:
+    """(readable name, mangled name or None) of a DWARF or ELF function name."""
+    if name is None:
+        return None, None
+    readable = demangle(name)
+    return readable, (name if readable != name else None)
+
+
 def _frames_of(address: int, module: str, build_id: str | None, elf_address: int, found: Lookup) -> list[Frame]:
     offset = elf_address - found.symbol_start if found.symbol_start is not None else None
     common = {"address": address, "module": module, "build_id": build_id, "elf_address": elf_address}
+    symbol, symbol_linkage = _names(found.symbol)
     if not found.frames:
-        return [Frame(**common, function=found.symbol, symbol=found.symbol, offset=offset)]
+        return [Frame(**common, function=symbol, symbol=symbol, offset=offset, linkage_name=symbol_linkage)]
     frames = []
     for sf in found.frames:
+        function, linkage_name = _names(sf.function)
         if sf.inlined:
-            frames.append(Frame(**common, function=sf.function, file=sf.file, line=sf.line, inlined=True))
+            frames.append(
+                Frame(**common, function=function, file=sf.file, line=sf.line, inlined=True, linkage_name=linkage_name)
+            )
         else:
             frames.append(
                 Frame(
                     **common,
-                    function=sf.function or found.symbol,
-                    symbol=found.symbol,
+                    function=function or symbol,
+                    symbol=symbol,
                     offset=offset,
                     file=sf.file,
                     line=sf.line,
+                    linkage_name=linkage_name if function else symbol_linkage,
                 )
             )
     return frames
