@@ -13,6 +13,7 @@ apt_packages=(
   libc6-dbg             # debug info for libc frames
   gcc make python3-dev python3-venv  # the cffi extension, test C programs
   g++ binutils          # the C++ demangling test program; c++filt, addr2line, nm: its oracles
+  rustc                 # the Rust demangling test program (legacy and v0 mangling)
   util-linux            # setpriv, unshare: privilege and wheel tests
   elfutils              # eu-addr2line: symbolization agreement test
   prometheus            # a real server scrapes the exporter in its test

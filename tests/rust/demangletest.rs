@@ -38,15 +38,20 @@ mod mw {
     }
 }
 
+/// Hides a value from the optimizer (std::hint::black_box needs Rust 1.66; Debian 12 has 1.63).
+fn opaque<T: Copy>(value: T) -> T {
+    unsafe { std::ptr::read_volatile(&value) }
+}
+
 fn main() {
     let namespaced: fn(usize) -> Vec<u8> = mw::deep::make_buffer;
     let generic: fn(usize) -> Vec<u64> = mw::make_array::<u64>;
     let constructor: fn(usize) -> mw::Holder = mw::Holder::new;
     let trait_method: fn(&mw::Holder) -> mw::Holder = <mw::Holder as Clone>::clone;
-    let holder = std::hint::black_box(constructor)(4);
-    let total = std::hint::black_box(namespaced)(8).len()
-        + std::hint::black_box(generic)(2).len()
-        + std::hint::black_box(trait_method)(&holder).data.len();
+    let holder = opaque(constructor)(4);
+    let total = opaque(namespaced)(8).len()
+        + opaque(generic)(2).len()
+        + opaque(trait_method)(&holder).data.len();
     println!("namespaced {:#x}", namespaced as usize);
     println!("generic {:#x}", generic as usize);
     println!("constructor {:#x}", constructor as usize);
