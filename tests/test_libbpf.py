@@ -145,6 +145,21 @@ def test_maps_batch_and_per_key_reads_agree(trigger_path: Path) -> None:
         assert int(per_cpu[0].sum()) == len(fired)
 
 
+def test_batch_update_writes_every_entry(trigger_path: Path) -> None:
+    with open_trigger(trigger_path) as obj:
+        obj.load()
+        counts = obj.maps.counts
+        keys = np.arange(100, 400, dtype=np.uint32)
+        counts.update_batch(keys, (keys * 3).astype(np.uint64))
+        got_keys, got_values = counts.read_all(np.uint32, np.uint64)
+        assert dict(zip(got_keys.tolist(), got_values.tolist())) == {k: 3 * k for k in range(100, 400)}
+        with pytest.raises(LibbpfError):
+            counts.update_batch(keys, keys)  # 4-byte values for an 8-byte map
+        with pytest.raises(LibbpfError, match="batch-update"):
+            more = np.arange(2000, dtype=np.uint32)  # past max_entries (1024)
+            counts.update_batch(more, more.astype(np.uint64))
+
+
 def test_rodata_is_config_before_load_and_frozen_after(trigger_path: Path) -> None:
     with BPFObject.open(trigger_path) as obj:
         assert obj.rodata.names() == ["target_tgid", "flood_records", "label", "raw_key"]

@@ -132,6 +132,8 @@ int bpf_map__delete_elem(const struct bpf_map *map, const void *key, size_t key_
 int bpf_map__get_next_key(const struct bpf_map *map, const void *cur_key, void *next_key, size_t key_sz);
 int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
     uint32_t *count, const struct bpf_map_batch_opts *opts);
+int bpf_map_update_batch(int fd, const void *keys, const void *values, uint32_t *count,
+    const struct bpf_map_batch_opts *opts);
 
 /* ring buffers */
 typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);

@@ -573,6 +573,35 @@ class Map:
                 lib.bpf_map__update_elem(self._ptr, ffi.from_buffer(k), len(k), ffi.from_buffer(v), len(v), flags)
             )
 
+    def update_batch(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Store ``values[i]`` under ``keys[i]`` for every i in one BPF_MAP_UPDATE_BATCH call (Linux 5.6+).
+
+        Keys and values are C-contiguous numpy arrays whose items have the map's key and value sizes.
+        """
+        keys = np.ascontiguousarray(keys)
+        values = np.ascontiguousarray(values)
+        if keys.dtype.itemsize != self.key_size or values.dtype.itemsize != self.value_size or len(keys) != len(values):
+            raise LibbpfError(
+                _errno.EINVAL,
+                f"batch-update map '{self.name}': {len(keys)} keys of {keys.dtype.itemsize} bytes and "
+                f"{len(values)} values of {values.dtype.itemsize} bytes for a map of {self.key_size}/{self.value_size}",
+            )
+        opts = ffi.new("struct bpf_map_batch_opts *")
+        opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+        done = 0
+        count = ffi.new("uint32_t *")
+        kptr = ffi.cast("char *", ffi.from_buffer(keys))
+        vptr = ffi.cast("char *", ffi.from_buffer(values))
+        while done < len(keys):
+            count[0] = len(keys) - done
+            with _Call(f"batch-update map '{self.name}'") as call:
+                ret = lib.bpf_map_update_batch(
+                    self.fd, kptr + done * self.key_size, vptr + done * self.value_size, count, opts
+                )
+                if ret < 0:
+                    raise LibbpfError(ffi.errno, call.operation, _take_log())
+            done += count[0]
+
     def delete(self, key: Any) -> bool:
         """Remove ``key``; False if it was not there."""
         k = _as_buffer(key, self.key_size)
