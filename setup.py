@@ -1,4 +1,4 @@
-"""Build glue: compile the BPF objects before packaging, and the cffi binding."""
+"""Build glue: compile the BPF objects before packaging, and the cffi extensions (libbpf, CFI)."""
 
 import subprocess
 from pathlib import Path
@@ -19,6 +19,6 @@ class BuildWithBPF(build_py):
 
 setup(
     cmdclass={"build_py": BuildWithBPF},
-    cffi_modules=["src/memwatcher/_libbpf_build.py:ffibuilder"],
+    cffi_modules=["src/memwatcher/_libbpf_build.py:ffibuilder", "src/memwatcher/_cfi_build.py:ffibuilder"],
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )
