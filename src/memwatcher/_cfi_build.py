@@ -35,6 +35,7 @@ typedef uint8_t __u8;
 typedef int16_t __s16;
 typedef int32_t __s32;
 typedef uint32_t __u32;
+typedef uint64_t __u64;
 """
     + _header_cdef(HEADER)
     + """

@@ -28,10 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef uint8_t __u8;
-typedef int16_t __s16;
-typedef int32_t __s32;
-typedef uint32_t __u32;
+#include <linux/types.h> /* the __u32 & co. that unwind.h uses, as the BPF side has them */
 #include "unwind.h"
 
 /* ---- public interface (mirrored in _cfi_build.py's cdef) ---------------- */

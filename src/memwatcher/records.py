@@ -28,7 +28,9 @@ typedef uint32_t __u32; typedef int32_t __s32;
 typedef uint64_t __u64; typedef int64_t __s64;
 """
 
-_DEFINE = re.compile(r"^\s*#\s*define\s+([A-Z_][A-Z0-9_]*)\s+(\(?-?(?:0x[0-9a-fA-F]+|\d+)[uUlL]*\)?)\s*$")
+_DEFINE = re.compile(
+    r"^\s*#\s*define\s+([A-Z_][A-Z0-9_]*)\s+(\(?-?(?:0x[0-9a-fA-F]+|\d+)[uUlL]*\)?)\s*(?:/\*.*\*/\s*)?$"
+)
 
 
 class Layouts(SimpleNamespace):
