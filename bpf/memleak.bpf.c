@@ -12,6 +12,7 @@
 #include <bpf/bpf_core_read.h>
 #include "records.bpf.h"
 #include "memleak.h"
+#include "unwind.h"
 
 #define EEXIST 17 /* errno, from uapi asm-generic/errno-base.h */
 
@@ -29,6 +30,8 @@ const volatile __u64 page_size_bytes = 4096;
 const volatile __u64 percpu_copies = 1;   /* possible CPUs: copies of a percpu area */
 const volatile bool wa_missing_free = false;
 const volatile __u32 stop_signal = 0;    /* sent to the target in _exit (SIGSTOP), 0: none */
+const volatile bool dwarf_unwind = false; /* user stacks from CFI rows, not the kernel's frame-pointer walk */
+const volatile __u32 dl_signal = 0;       /* sent at _dl_debug_state while the target is ptraced, 0: none */
 
 /* Diagnostics: nothing is lost silently. */
 __u64 lost_allocs = 0;    /* `allocs` full: allocation not tracked */
@@ -36,6 +39,11 @@ __u64 lost_stacks = 0;    /* `combined` full: per-stack totals incomplete */
 __u64 stack_errors = 0;   /* bpf_get_stackid failed (`stacks` full or collision) */
 __u64 lost_inflight = 0;  /* `inflight` full: an allocator call was missed */
 __u64 missed_frees = 0;   /* address allocated twice without a free seen */
+__u64 unwind_no_cfi = 0;       /* stacks where no CFI row covered a pc: walked on with frame pointers */
+__u64 unwind_unsupported = 0;  /* stacks stopped at a CFI rule the walk cannot follow */
+__u64 unwind_truncated = 0;    /* stacks cut at MEMLEAK_STACK_DEPTH frames */
+__u64 unwind_read_errors = 0;  /* stacks stopped at stack memory that could not be read */
+__u64 dl_updates = 0;          /* _dl_debug_state calls: the dynamic loader changed its link map */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -64,6 +72,203 @@ struct {
 	__type(key, __u32);
 	__type(value, struct memleak_inflight);
 } inflight SEC(".maps");
+
+/* DWARF unwinding (user space): see bpf/unwind.h and src/memwatcher/unwinder.py. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* sized by user space */
+	__type(key, __u32);
+	__type(value, struct unwind_row);
+} unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * UNWIND_MAX_MAPPINGS);
+	__type(key, __u32);
+	__type(value, struct unwind_mapping);
+} unwind_mappings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_live);
+} unwind_live SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct memleak_ustack);
+} ustack_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __s64);
+	__type(value, struct memleak_ustack);
+} ustacks SEC(".maps");
+
+/* ------------------------------------------------------------ DWARF unwinding */
+
+/* The two searches below are global functions: the verifier checks each once, on
+ * its own, instead of once per frame of the walk that calls them. */
+
+/* Index in unwind_mappings of the live mapping holding pc, or -1. */
+__noinline int unwind_find_mapping(__u64 pc)
+{
+	struct unwind_mapping *m;
+	struct unwind_live *st;
+	__u32 zero = 0, lo = 0, hi, base, idx;
+
+	st = bpf_map_lookup_elem(&unwind_live, &zero);
+	if (!st || st->n_mappings > UNWIND_MAX_MAPPINGS)
+		return -1;
+	base = (st->half & 1) * UNWIND_MAX_MAPPINGS;
+	hi = st->n_mappings;
+	for (int i = 0; i < 12 && lo < hi; i++) { /* 2^11 > UNWIND_MAX_MAPPINGS */
+		__u32 mid = lo + (hi - lo) / 2;
+
+		idx = base + mid;
+		m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+		if (!m)
+			return -1;
+		if (m->start <= pc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -1;
+	idx = base + lo - 1;
+	m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+	if (!m || pc >= m->end)
+		return -1;
+	return idx;
+}
+
+/* Index of the last row in unwind_rows[first, first + n) whose pc <= elf_pc, or -1. */
+__noinline int unwind_find_row(__u32 first, __u32 n, __u32 elf_pc)
+{
+	struct unwind_row *r;
+	__u32 lo = first, hi = first + n, idx;
+
+	for (int i = 0; i < 33 && lo < hi; i++) {
+		__u32 mid = lo + (hi - lo) / 2;
+
+		idx = mid;
+		r = bpf_map_lookup_elem(&unwind_rows, &idx);
+		if (!r)
+			return -1;
+		if (r->pc <= elf_pc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == first)
+		return -1;
+	return lo - 1;
+}
+
+/* The CFI row for a return address, or NULL when no loaded CFI covers it. */
+static __always_inline struct unwind_row *unwind_row_of(__u64 pc)
+{
+	struct unwind_mapping *m;
+	__u64 elf_pc;
+	__u32 idx;
+	int i;
+
+	i = unwind_find_mapping(pc);
+	if (i < 0)
+		return NULL;
+	idx = i;
+	m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+	if (!m || !m->n_rows)
+		return NULL;
+	/* A return address belongs to the call before it: look up pc - 1. */
+	elf_pc = pc - 1 - m->bias;
+	if (elf_pc > 0xffffffffULL)
+		return NULL;
+	i = unwind_find_row(m->first_row, m->n_rows, (__u32)elf_pc);
+	if (i < 0)
+		return NULL;
+	idx = i;
+	return bpf_map_lookup_elem(&unwind_rows, &idx);
+}
+
+#define FNV64_OFFSET 0xcbf29ce484222325ULL
+#define FNV64_PRIME 0x100000001b3ULL
+
+/* Walk the user stack from an allocator's return with the CFI rows and intern the
+ * frames in `ustacks`; the id is a hash of the frames (>= 0) or a negative error. */
+static __always_inline __s64 dwarf_stack_id(struct pt_regs *regs)
+{
+	__u64 pc = PT_REGS_IP(regs), sp = PT_REGS_SP(regs), bp = PT_REGS_FP(regs);
+	__u64 hash = FNV64_OFFSET, cfa, ra;
+	struct memleak_ustack *frames;
+	bool no_cfi = false;
+	__u32 zero = 0;
+	__s64 id;
+	long err;
+	int n;
+
+	frames = bpf_map_lookup_elem(&ustack_scratch, &zero);
+	if (!frames)
+		return -1;
+	for (n = 0; n < MEMLEAK_STACK_DEPTH; n++) {
+		struct unwind_row *r = unwind_row_of(pc);
+		__u8 cfa_rule = r ? r->cfa_rule : UNWIND_CFA_NONE, rbp_rule;
+		__u64 rbp_at;
+
+		frames->ips[n] = pc;
+		hash = (hash ^ pc) * FNV64_PRIME;
+		if (cfa_rule == UNWIND_CFA_END)
+			break;
+		if (cfa_rule == UNWIND_CFA_NONE) {
+			/* No CFI here: one frame-pointer step (rbp -> saved rbp, return address). */
+			no_cfi = true;
+			if (!bp)
+				break;
+			cfa = bp + 16;
+			rbp_rule = UNWIND_RBP_OFFSET;
+			rbp_at = bp;
+		} else if (r && (cfa_rule == UNWIND_CFA_RSP || (cfa_rule == UNWIND_CFA_RBP && bp))) {
+			cfa = (cfa_rule == UNWIND_CFA_RSP ? sp : bp) + (__s64)r->cfa_offset;
+			rbp_rule = r->rbp_rule;
+			rbp_at = cfa + (__s64)r->rbp_offset;
+		} else {
+			__sync_fetch_and_add(&unwind_unsupported, 1);
+			break;
+		}
+		if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) ||
+		    (rbp_rule == UNWIND_RBP_OFFSET && bpf_probe_read_user(&bp, sizeof(bp), (void *)rbp_at))) {
+			/* An unreadable frame pointer is how such a chain ends: not an error. */
+			if (cfa_rule != UNWIND_CFA_NONE)
+				__sync_fetch_and_add(&unwind_read_errors, 1);
+			break;
+		}
+		if (rbp_rule == UNWIND_RBP_UNSUPPORTED)
+			bp = 0; /* unknown from here on */
+		if (!ra)
+			break;
+		sp = cfa;
+		pc = ra;
+	}
+	/* Leaving by the loop condition (not a break) means a caller did not fit. The
+	 * condition is also what keeps the loop's back-edge a conditional jump, which
+	 * Linux 6.1's verifier requires (it refuses a fall-through back-edge). */
+	if (n == MEMLEAK_STACK_DEPTH)
+		__sync_fetch_and_add(&unwind_truncated, 1);
+	else if (n < MEMLEAK_STACK_DEPTH - 1)
+		frames->ips[n + 1] = 0;
+	if (no_cfi)
+		__sync_fetch_and_add(&unwind_no_cfi, 1);
+	id = hash & 0x7fffffffffffffffULL;
+	err = bpf_map_update_elem(&ustacks, &id, frames, BPF_NOEXIST);
+	if (err && err != -EEXIST)
+		return err;
+	return id;
+}
 
 /* ------------------------------------------------------------ shared core */
 
@@ -124,7 +329,10 @@ static __always_inline void record_alloc(void *ctx, __u64 key, __u64 size)
 	struct memleak_alloc a = { .size_bytes = size, .ts_ns = bpf_ktime_get_ns() };
 	long err;
 
-	a.stack_id = bpf_get_stackid(ctx, &stacks, stack_flags);
+	if (dwarf_unwind)
+		a.stack_id = dwarf_stack_id(ctx);
+	else
+		a.stack_id = bpf_get_stackid(ctx, &stacks, stack_flags);
 	if (a.stack_id < 0)
 		__sync_fetch_and_add(&stack_errors, 1);
 	/* Insert first: the common case costs one map operation. */
@@ -306,6 +514,25 @@ int BPF_KPROBE(exit_enter)
 
 	if (stop_signal && is_target(&tid))
 		bpf_send_signal(stop_signal);
+	return 0;
+}
+
+/* ld.so calls _dl_debug_state after each change of its link map (start-up, dlopen,
+ * dlclose): user space reloads the unwind tables when this count moves. A command
+ * memwatcher started is still ptraced by it while ld.so maps the first libraries:
+ * `dl_signal` then stops it (a signal-delivery stop its tracer suppresses) until
+ * the tables cover them. */
+SEC("uprobe")
+int BPF_KPROBE(dl_debug_state)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tid;
+
+	if (!is_target(&tid))
+		return 0;
+	__sync_fetch_and_add(&dl_updates, 1);
+	if (dl_signal && BPF_CORE_READ(task, ptrace))
+		bpf_send_signal_thread(dl_signal);
 	return 0;
 }
 

@@ -37,4 +37,10 @@ struct memleak_inflight {
 	__u32 record;     /* 1: sampled and within the size limits */
 };
 
+/* Value of the `ustacks` map (DWARF unwinding), keyed by the stack id, a hash of the
+ * frames: return addresses, innermost first, ended by a 0 when shorter than the array. */
+struct memleak_ustack {
+	__u64 ips[MEMLEAK_STACK_DEPTH];
+};
+
 #endif

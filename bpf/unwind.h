@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Unwind rows: an object's DWARF call-frame information (.eh_frame, .debug_frame)
  * compiled into a sorted table that a BPF program can binary-search. Shared by the
- * CFI compiler (src/memwatcher/_unwind_build.py), bpf/memleak.bpf.c and Python.
+ * CFI compiler (src/memwatcher/_cfi_compiler.c), bpf/memleak.bpf.c and Python.
  *
  * x86-64 only: the return address is always at CFA - 8 (the compiler turns any
  * other return-address rule into UNWIND_CFA_UNSUPPORTED), the CFA is rsp or rbp
@@ -30,6 +30,25 @@ struct unwind_row {
 	__s16 rbp_offset; /* bytes, from the CFA */
 	__u8 cfa_rule;    /* UNWIND_CFA_* */
 	__u8 rbp_rule;    /* UNWIND_RBP_* */
+};
+
+/* One executable mapping of the traced process, in the `unwind_mappings` map. */
+struct unwind_mapping {
+	__u64 start;      /* first address of the mapping */
+	__u64 end;        /* first address past it */
+	__u64 bias;       /* ELF virtual address = address - bias */
+	__u32 first_row;  /* the object's rows: unwind_rows[first_row, first_row + n_rows) */
+	__u32 n_rows;     /* 0: no CFI loaded for this object (walk it with frame pointers) */
+};
+
+/* Most executable mappings one process can have in the table. The map holds two
+ * halves of this size: user space fills the idle half, then switches. */
+#define UNWIND_MAX_MAPPINGS 1024
+
+/* The one entry of `unwind_live`: which half is live and how many mappings it has. */
+struct unwind_live {
+	__u32 half;        /* 0 or 1 */
+	__u32 n_mappings;  /* sorted by start in unwind_mappings[half * UNWIND_MAX_MAPPINGS ...] */
 };
 
 #endif

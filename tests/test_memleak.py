@@ -612,7 +612,9 @@ def test_pprof_decodes_to_the_report() -> None:
 def test_json_report_shape() -> None:
     data = report_json(_report())
     assert set(data["stacks"][0]) == {"stack_id", "outstanding_bytes", "outstanding_allocs", "oldest_age_s", "frames"}
-    assert set(data["stacks"][0]["frames"][0]) == {"address", "module", "symbol", "offset", "file", "line", "inlined"}
+    frame_keys = {"address", "module", "symbol", "linkage_name", "offset", "file", "line", "inlined"}
+    assert set(data["stacks"][0]["frames"][0]) == frame_keys
+    assert data["unwind"] is None  # kernel-style report: no user-space unwinder
     json.dumps(data)
 
 

@@ -25,6 +25,11 @@ class Mapping:
     name: str  # path, "[vdso]", "[heap]", ... or "" for anonymous memory
     deleted: bool
     range_text: str  # "start-end" exactly as /proc/PID/maps spells it (map_files entry name)
+    perms: str = ""  # "r-xp" and the like
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
 
     @property
     def is_file(self) -> bool:
@@ -55,14 +60,14 @@ def parse_maps(text: str) -> list[Mapping]:
         parts = line.split(maxsplit=5)
         if len(parts) < 5:
             continue
-        range_text, _, offset, dev, inode = parts[:5]
+        range_text, perms, offset, dev, inode = parts[:5]
         name = parts[5] if len(parts) == 6 else ""
         deleted = name.endswith(_DELETED)
         if deleted:
             name = name[: -len(_DELETED)]
         start, end = range_text.split("-")
         mappings.append(
-            Mapping(int(start, 16), int(end, 16), int(offset, 16), dev, int(inode), name, deleted, range_text)
+            Mapping(int(start, 16), int(end, 16), int(offset, 16), dev, int(inode), name, deleted, range_text, perms)
         )
     return mappings
 

@@ -30,6 +30,7 @@ the ``lost_*`` diagnostics are cumulative since the tracer started.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import enum
 import gzip
 import json
@@ -44,7 +45,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TextIO
@@ -53,14 +54,18 @@ import numpy as np
 import typer
 
 from .. import kernel
+from ..cfi import header_path
 from ..errors import MemwatcherError, NoSuchProcessError
 from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, schedule
 from ..output import human_bytes, timestamp
 from ..progress import slow_step
+from ..records import load_header
 from ..runner import run_periodic, stop_on_signals
 from ..symbolize import Frame, SymbolizeError, Symbolizer
+from ..symbolize._procmaps import parse_maps
+from ..unwinder import UnwindStats, UnwindTables
 
 __all__ = [
     "USER_FUNCTIONS",
@@ -73,6 +78,7 @@ __all__ = [
     "MemleakOptions",
     "OutstandingAllocation",
     "TargetError",
+    "UnwindReport",
     "UserMemleak",
     "encode_pprof",
     "format_folded",
@@ -100,10 +106,15 @@ USER_FUNCTIONS: dict[str, tuple[str, str | None]] = {
     "munmap": ("free_enter_prog", None),
     "mremap": ("mremap_enter", "alloc_return"),
 }
-_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {"exit_enter"}
+_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {"exit_enter", "dl_debug_state"}
 
 _BPF_F_USER_STACK = 1 << 8  # include/uapi/linux/bpf.h, stable ABI
 _LIBC = re.compile(r"(^|/)libc(\.so|-\d[\d.]*\.so)")
+# A command memwatcher started stays ptraced until ld.so has mapped its libraries: BPF
+# sends this signal at _dl_debug_state and the tracer suppresses it (ignored by default).
+LOADER_SIGNAL = signal.SIGURG
+_LOADER_POLL_S = 0.02  # how often the dynamic loader's change count is read
+UNWIND_MODES = ("auto", "dwarf", "fp")
 
 
 class TargetError(MemwatcherError):
@@ -120,7 +131,10 @@ class MemleakOptions:
 
     ``sample_rate`` N records one allocation in N (reports scale totals by N
     and mark them as estimates). ``max_*`` size the BPF maps: outstanding
-    allocations, distinct stacks, threads inside an allocator call at once.
+    allocations, distinct stacks, threads inside an allocator call at once,
+    unwind rows (12 bytes each). ``unwind`` picks how user stacks are walked:
+    ``dwarf`` (call-frame information, frame pointers where none covers a pc),
+    ``fp`` (the kernel's frame-pointer walk) or ``auto`` (dwarf on x86-64).
     """
 
     min_size_bytes: int = 0
@@ -132,6 +146,17 @@ class MemleakOptions:
     max_stacks: int = 16384
     max_threads: int = 16384
     percpu: bool = False  # kernel mode: also percpu allocations
+    unwind: str = "auto"
+    max_unwind_rows: int = 1 << 20
+
+    @property
+    def dwarf_unwind(self) -> bool:
+        """Whether user stacks are walked with DWARF CFI."""
+        if self.unwind not in UNWIND_MODES:
+            raise ValueError(f"unwind must be one of {', '.join(UNWIND_MODES)}, not {self.unwind!r}")
+        if self.unwind == "auto":
+            return os.uname().machine == "x86_64"
+        return self.unwind == "dwarf"
 
 
 @dataclass(frozen=True)
@@ -163,6 +188,24 @@ class LeakStack:
 
 
 @dataclass
+class UnwindReport:
+    """How user stacks were walked (``mode`` "dwarf" or "fp") and what the walk could not do.
+
+    Counts are cumulative stacks: ``no_cfi`` met a pc no CFI row covered and went on with
+    frame pointers, ``unsupported`` stopped at a CFI rule the walk cannot follow,
+    ``truncated`` reached the depth limit, ``read_errors`` stopped at unreadable stack
+    memory. ``tables`` sizes the unwind tables and lists objects whose CFI is missing.
+    """
+
+    mode: str
+    no_cfi: int = 0
+    unsupported: int = 0
+    truncated: int = 0
+    read_errors: int = 0
+    tables: UnwindStats | None = None
+
+
+@dataclass
 class LeakReport:
     """One snapshot of outstanding allocations, top stacks first.
 
@@ -188,6 +231,7 @@ class LeakReport:
     missed_frees: int = 0
     allocations: list[OutstandingAllocation] = field(default_factory=list)
     final: bool = False
+    unwind: UnwindReport | None = None  # user space only
 
     @property
     def lost(self) -> dict[str, int]:
@@ -296,6 +340,8 @@ class _Tracer:
 
     target = ""
     pid: int | None = None
+    dwarf = False
+    unwind_tables: UnwindTables | None = None
 
     def __init__(self, options: MemleakOptions) -> None:
         kernel.require_bpf()
@@ -303,6 +349,8 @@ class _Tracer:
         self._stack = ExitStack()
         self._layouts = header("memleak")
         self._symbolizer: Symbolizer | None = None
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
         self.warnings: list[str] = []
 
     def _open(self, programs: set[str], stack_flags: int) -> BPFObject:
@@ -317,11 +365,20 @@ class _Tracer:
         obj.rodata.wa_missing_free = opts.wa_missing_free
         obj.maps.allocs.max_entries = opts.max_allocs
         obj.maps.combined.max_entries = opts.max_stacks
-        obj.maps.stacks.max_entries = opts.max_stacks
         obj.maps.inflight.max_entries = opts.max_threads
+        dwarf = stack_flags == _BPF_F_USER_STACK and opts.dwarf_unwind
+        obj.rodata.dwarf_unwind = dwarf
+        # Only the stack map of the chosen walk gets room.
+        obj.maps.stacks.max_entries = 1 if dwarf else opts.max_stacks
+        obj.maps.ustacks.max_entries = opts.max_stacks if dwarf else 1
+        obj.maps.unwind_rows.max_entries = opts.max_unwind_rows if dwarf else 1
+        self.dwarf = dwarf
         return obj
 
     def close(self) -> None:
+        self._closing.set()
+        for thread in self._threads:
+            thread.join()
         if self._symbolizer is not None:
             self._symbolizer.close()
             self._symbolizer = None
@@ -403,7 +460,11 @@ class _Tracer:
             lost_inflight=bss.lost_inflight,
             missed_frees=bss.missed_frees,
             allocations=allocations,
+            unwind=self._unwind_report(bss),
         )
+
+    def _unwind_report(self, bss: Any) -> UnwindReport | None:
+        return None
 
     _tag_mask = 0
 
@@ -413,7 +474,7 @@ class _Tracer:
     def _stack_addresses(self, stack_id: int) -> list[int]:
         if stack_id < 0:
             return []
-        raw = self.obj.maps.stacks.lookup(stack_id)
+        raw = (self.obj.maps.ustacks if self.dwarf else self.obj.maps.stacks).lookup(stack_id)
         if raw is None:
             return []
         ips = np.frombuffer(raw, np.uint64)
@@ -504,11 +565,62 @@ class UserMemleak(_Tracer):
             self.obj = obj = self._open(_USER_PROGRAMS, _BPF_F_USER_STACK)
             obj.rodata.target_tgid = pid
             obj.rodata.stop_signal = int(signal.SIGSTOP) if hold_at_exit else 0
+            obj.rodata.dl_signal = int(LOADER_SIGNAL) if hold_at_exit and self.dwarf else 0
             obj.load()
+            if self.dwarf:
+                maps = obj.maps
+                self.unwind_tables = UnwindTables(
+                    pid, maps.unwind_rows, maps.unwind_mappings, maps.unwind_live, load_header(header_path())
+                )
+                self.refresh_unwind_tables()
             self._attach(binary, symbol_prefix, libc if hold_at_exit else None)
+            if self.dwarf:
+                self._attach_loader()
         except BaseException:
             self.close()
             raise
+
+    def refresh_unwind_tables(self) -> None:
+        """Load the CFI of objects the process mapped since the last call (dwarf mode)."""
+        if self.unwind_tables is None:
+            return
+        try:
+            self.unwind_tables.refresh()
+        except OSError:
+            pass  # the process is gone: its last tables stay as they were
+
+    def _attach_loader(self) -> None:
+        """Follow the dynamic loader (dlopen, dlclose) so new objects get unwind tables."""
+        try:
+            ldso = _find_mapped_library(self.pid, "ld-linux")
+        except TargetError:
+            return  # statically linked: nothing is loaded later
+        self.obj.programs.dl_debug_state.attach_uprobe(f"/proc/{self.pid}/root{ldso}", "_dl_debug_state", pid=self.pid)
+        watcher = threading.Thread(target=self._watch_loader, name="memleak-loader", daemon=True)
+        self._threads.append(watcher)
+        watcher.start()
+
+    def _watch_loader(self) -> None:
+        seen = self.obj.bss.dl_updates
+        while not self._closing.wait(_LOADER_POLL_S):
+            count = self.obj.bss.dl_updates
+            if count != seen:
+                seen = count
+                self.refresh_unwind_tables()
+
+    def _unwind_report(self, bss: Any) -> UnwindReport:
+        if not self.dwarf:
+            return UnwindReport("fp")
+        self.refresh_unwind_tables()
+        tables = self.unwind_tables
+        return UnwindReport(
+            "dwarf",
+            no_cfi=bss.unwind_no_cfi,
+            unsupported=bss.unwind_unsupported,
+            truncated=bss.unwind_truncated,
+            read_errors=bss.unwind_read_errors,
+            tables=dataclasses.replace(tables.stats, failed=dict(tables.stats.failed)) if tables else None,
+        )
 
     def _attach(self, binary: str, prefix: str, libc: str | None) -> None:
         programs = self.obj.programs
@@ -590,7 +702,9 @@ def _is_tracing_frame(frames: list[Frame]) -> bool:
 # ---------------------------------------------------------------- a command held before it runs
 
 _PTRACE_TRACEME = 0
+_PTRACE_CONT = 7
 _PTRACE_DETACH = 17
+_MAX_LOADER_STOPS = 64
 
 
 class CommandProcess:
@@ -639,10 +753,47 @@ class CommandProcess:
                 libs[m.group(1)] = m.group(2)
         return libs
 
-    def release(self) -> None:
+    def release(self, on_loader_stop: Callable[[], None] | None = None) -> None:
+        """Let the command run.
+
+        With ``on_loader_stop`` it stays traced while ld.so maps the libraries it
+        needs: each stop by :data:`LOADER_SIGNAL` (sent from BPF at
+        ``_dl_debug_state``) calls ``on_loader_stop`` and is suppressed; once every
+        library is mapped, or the command stops for another reason, it is detached.
+        """
+        if self._released:
+            return
+        if on_loader_stop is not None:
+            self._run_until_loaded(on_loader_stop)
         if not self._released:
             self._ptrace(_PTRACE_DETACH, self.pid, None, None)
             self._released = True
+
+    def _run_until_loaded(self, on_loader_stop: Callable[[], None]) -> None:
+        needed = set()
+        for path in self.libraries().values():
+            with suppress(OSError):
+                needed.add(os.stat(path).st_ino)
+        if not needed:
+            return  # statically linked: the loader maps nothing
+        for _ in range(_MAX_LOADER_STOPS):
+            self._ptrace(_PTRACE_CONT, self.pid, None, None)
+            _, status = os.waitpid(self.pid, 0)
+            if not os.WIFSTOPPED(status):
+                self.exit_status = os.waitstatus_to_exitcode(status)
+                self._released = True
+                return
+            if os.WSTOPSIG(status) != LOADER_SIGNAL:
+                # Any other signal (or an exec's SIGTRAP) ends the hold; detaching
+                # with no signal drops an exec's SIGTRAP, as an untraced exec has none.
+                if os.WSTOPSIG(status) != signal.SIGTRAP:
+                    self._ptrace(_PTRACE_DETACH, self.pid, None, ctypes.c_void_p(os.WSTOPSIG(status)))
+                    self._released = True
+                return
+            on_loader_stop()
+            with open(f"/proc/{self.pid}/maps") as f:
+                if needed <= {m.inode for m in parse_maps(f.read())}:
+                    return
 
     def wait(self) -> None:
         """Block until the command exits or holds itself at exit (SIGSTOP)."""
@@ -747,6 +898,7 @@ def format_text(report: LeakReport) -> str:
         if not stack.frames:
             lines.append("    [stack not recorded]")
         lines += [_frame_line(f, i) for i, f in enumerate(stack.frames)]
+    lines += _unwind_footer(report.unwind)
     if report.allocations:
         lines.append("  outstanding allocations (oldest first):")
         for a in report.allocations:
@@ -756,11 +908,58 @@ def format_text(report: LeakReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unwind_footer(unwind: UnwindReport | None) -> list[str]:
+    if unwind is None or unwind.mode != "dwarf":
+        return []
+    text = "  unwind: dwarf"
+    if unwind.tables is not None:
+        t = unwind.tables
+        text += f", {t.objects} objects, {t.rows} rows ({human_bytes(t.table_bytes)} of {t.max_rows} rows)"
+    problems = {
+        "stacks partly walked by frame pointers (no CFI)": unwind.no_cfi,
+        "stopped at unsupported CFI": unwind.unsupported,
+        "truncated": unwind.truncated,
+        "stopped at unreadable stack": unwind.read_errors,
+    }
+    text += "".join(f"; {name}: {n}" for name, n in problems.items() if n)
+    lines = [text]
+    if unwind.tables is not None:
+        lines += [f"  no unwind table for {path}: {why}" for path, why in unwind.tables.failed.items()]
+        if unwind.tables.mappings_dropped:
+            lines.append(f"  executable mappings left out (table full): {unwind.tables.mappings_dropped}")
+    return lines
+
+
+def _unwind_json(unwind: UnwindReport | None) -> dict[str, Any] | None:
+    if unwind is None:
+        return None
+    out: dict[str, Any] = {
+        "mode": unwind.mode,
+        "no_cfi_stacks": unwind.no_cfi,
+        "unsupported_stacks": unwind.unsupported,
+        "truncated_stacks": unwind.truncated,
+        "read_error_stacks": unwind.read_errors,
+    }
+    if unwind.tables is not None:
+        t = unwind.tables
+        out |= {
+            "objects": t.objects,
+            "rows": t.rows,
+            "max_rows": t.max_rows,
+            "table_bytes": t.table_bytes,
+            "compile_s": round(t.compile_s, 6),
+            "failed_objects": t.failed,
+            "mappings_dropped": t.mappings_dropped,
+        }
+    return out
+
+
 def _frame_json(frame: Frame) -> dict[str, Any]:
     return {
         "address": frame.address,
         "module": frame.module,
         "symbol": frame.function or frame.symbol,
+        "linkage_name": frame.linkage_name,
         "offset": frame.offset,
         "file": frame.file,
         "line": frame.line,
@@ -779,6 +978,7 @@ def report_json(report: LeakReport) -> dict[str, Any]:
         "total_outstanding_bytes": report.total_outstanding_bytes,
         "total_outstanding_allocs": report.total_outstanding_allocs,
         **report.lost,
+        "unwind": _unwind_json(report.unwind),
         "stacks": [
             {
                 "stack_id": s.stack_id,
@@ -866,7 +1066,7 @@ def encode_pprof(report: LeakReport) -> bytes:
                             5,
                             _pb_int(1, functions[fkey])
                             + _pb_int(2, s(fkey[0]))
-                            + _pb_int(3, s(fkey[0]))
+                            + _pb_int(3, s(f.linkage_name or fkey[0]))  # system_name: the mangled name
                             + _pb_int(4, s(fkey[1])),
                         )
                     lines += _pb_bytes(4, _pb_int(1, functions[fkey]) + _pb_int(2, f.line or 0))
@@ -892,6 +1092,12 @@ class LeakFormat(str, enum.Enum):
     json = "json"
     folded = "folded"
     pprof = "pprof"
+
+
+class UnwindMode(str, enum.Enum):
+    auto = "auto"
+    dwarf = "dwarf"
+    fp = "fp"
 
 
 class SortKey(str, enum.Enum):
@@ -995,6 +1201,16 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--max-allocs", min=1, help="Outstanding allocations BPF can track.")
         ] = 262144,
         max_stacks: Annotated[int, typer.Option("--max-stacks", min=1, help="Distinct stacks BPF can keep.")] = 16384,
+        unwind: Annotated[
+            UnwindMode,
+            typer.Option(
+                "--unwind",
+                help="User stacks: dwarf (call-frame information), fp (frame pointers), auto (dwarf on x86-64).",
+            ),
+        ] = UnwindMode.auto,
+        unwind_rows: Annotated[
+            int, typer.Option("--unwind-rows", min=1, max=1 << 28, help="Unwind rows BPF can hold (12 bytes each).")
+        ] = 1 << 20,
         fmt: Annotated[
             LeakFormat, typer.Option("--format", "-f", "--output", "-o", help="text, json, folded or pprof.")
         ] = LeakFormat.text,
@@ -1024,6 +1240,8 @@ def register(app: typer.Typer) -> None:
             max_allocs=max_allocs,
             max_stacks=max_stacks,
             percpu=percpu,
+            unwind=unwind.value,
+            max_unwind_rows=unwind_rows,
         )
         periodic = fmt in (LeakFormat.text, LeakFormat.table, LeakFormat.json)
         sched = schedule(interval, duration, count)
@@ -1068,7 +1286,7 @@ def register(app: typer.Typer) -> None:
                     stop.set()
 
                 waiter = threading.Thread(target=wait_command, daemon=True)
-                proc.release()
+                proc.release(tracer.refresh_unwind_tables if tracer.dwarf else None)
                 waiter.start()
             elif kernel_mode:
                 with slow_step("loading and attaching the kernel allocation probes..."):
