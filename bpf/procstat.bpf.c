@@ -183,7 +183,9 @@ static __always_inline __u64 pages(__s64 count)
 static __noinline struct procstat_entry *new_entry(__u32 tgid)
 {
 	struct procstat_entry fresh = {};
-	long err;
+	/* int: before Linux 6.4 the map operations the JIT calls directly (hash maps)
+	 * return a 32-bit int, so a long would hold -EEXIST as 0xffffffef. */
+	int err;
 
 	fresh.tgid = tgid;
 	err = bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST);
