@@ -29,7 +29,6 @@ const volatile __u64 stack_flags = 0;     /* BPF_F_USER_STACK for user space */
 const volatile __u64 page_size_bytes = 4096;
 const volatile __u64 percpu_copies = 1;   /* possible CPUs: copies of a percpu area */
 const volatile bool wa_missing_free = false;
-const volatile __u32 stop_signal = 0;    /* sent to the target in _exit (SIGSTOP), 0: none */
 const volatile bool dwarf_unwind = false; /* user stacks from CFI rows, not the kernel's frame-pointer walk */
 const volatile __u32 dl_signal = 0;       /* sent at _dl_debug_state while the target is ptraced, 0: none */
 
@@ -209,7 +208,9 @@ static __always_inline __s64 dwarf_stack_id(struct pt_regs *regs)
 	bool no_cfi = false;
 	__u32 zero = 0;
 	__s64 id;
-	long err;
+	/* int: before Linux 6.4 the map operations the JIT calls directly (hash maps)
+	 * return a 32-bit int, so a long would hold -EEXIST as 0xffffffef. */
+	int err;
 	int n;
 
 	frames = bpf_map_lookup_elem(&ustack_scratch, &zero);
@@ -327,7 +328,9 @@ static __always_inline void free_key(__u64 key)
 static __always_inline void record_alloc(void *ctx, __u64 key, __u64 size)
 {
 	struct memleak_alloc a = { .size_bytes = size, .ts_ns = bpf_ktime_get_ns() };
-	long err;
+	/* int: before Linux 6.4 the map operations the JIT calls directly (hash maps)
+	 * return a 32-bit int, so a long would hold -EEXIST as 0xffffffef. */
+	int err;
 
 	if (dwarf_unwind)
 		a.stack_id = dwarf_stack_id(ctx);
@@ -503,18 +506,6 @@ SEC("uprobe")
 int BPF_KPROBE(free_enter_prog, void *address)
 {
 	return free_enter((__u64)address);
-}
-
-/* _exit: hold the target (SIGSTOP from user space) so its final report can still read its
- * memory map; memwatcher sends SIGCONT afterwards. */
-SEC("uprobe")
-int BPF_KPROBE(exit_enter)
-{
-	__u32 tid;
-
-	if (stop_signal && is_target(&tid))
-		bpf_send_signal(stop_signal);
-	return 0;
 }
 
 /* ld.so calls _dl_debug_state after each change of its link map (start-up, dlopen,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -621,3 +622,72 @@ def test_json_report_shape() -> None:
 def test_options_defaults_are_sane() -> None:
     opts = MemleakOptions()
     assert opts.sample_rate == 1 and opts.max_allocs > 0 and opts.max_size_bytes is None
+
+
+@requires_bpf
+def test_command_exec_wrapper_reports_only_the_real_program(leaky: Path) -> None:
+    """Outstanding allocations die with the image that made them (execve)."""
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", f"sh -c 'exec {leaky} run'", "-f", "json", "-i", "30", "--top", "50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    check_exact_leaks(report, "leaky.c")
+    modules = {f["module"] for s in report["stacks"] for f in s["frames"]}
+    assert not any(m and m.endswith("/dash") for m in modules), modules
+
+
+@requires_bpf
+def test_command_exit_status_is_passed_on() -> None:
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", "sh -c 'exit 3'", "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "command exited with status 3" in proc.stderr
+
+
+def _state(pid: int) -> str:
+    """One-letter process state from /proc/PID/stat ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ""
+
+
+@requires_bpf
+def test_command_held_at_exit_ends_when_memwatcher_is_killed(tmp_path: Path) -> None:
+    """The hold at exit is a ptrace stop: the kernel releases it when its tracer dies."""
+    tracer = subprocess.Popen(
+        [*MEMWATCHER, "memleak", "--command", "sh -c 'echo exiting'", "-f", "json", "--file", str(tmp_path / "o")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tracer.stderr is not None and tracer.stdout is not None
+        line = ""
+        while "tracing pid" not in line:
+            line = tracer.stderr.readline()
+            assert line, "memwatcher ended before tracing"
+        pid = int(line.split("tracing pid ")[1].split(";")[0])
+        assert tracer.stdout.readline().strip() == "exiting"
+        deadline = time.monotonic() + 10
+        while _state(pid) != "t" and time.monotonic() < deadline:  # the exit hold: a tracing stop
+            time.sleep(0.001)
+        os.kill(tracer.pid, signal.SIGSTOP)  # keep memwatcher from releasing it
+        time.sleep(0.3)
+        assert _state(pid) == "t", "the command was not held at exit"
+        os.kill(tracer.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _state(pid) not in ("", "Z") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(pid) in ("", "Z"), f"command left in state {_state(pid)}"
+    finally:
+        tracer.kill()
+        tracer.wait()

@@ -64,7 +64,6 @@ from ..progress import slow_step
 from ..records import load_header
 from ..runner import run_periodic, stop_on_signals
 from ..symbolize import Frame, SymbolizeError, Symbolizer
-from ..symbolize._procmaps import parse_maps
 from ..unwinder import UnwindStats, UnwindTables
 
 __all__ = [
@@ -106,7 +105,7 @@ USER_FUNCTIONS: dict[str, tuple[str, str | None]] = {
     "munmap": ("free_enter_prog", None),
     "mremap": ("mremap_enter", "alloc_return"),
 }
-_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {"exit_enter", "dl_debug_state"}
+_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {"dl_debug_state"}
 
 _BPF_F_USER_STACK = 1 << 8  # include/uapi/linux/bpf.h, stable ABI
 _LIBC = re.compile(r"(^|/)libc(\.so|-\d[\d.]*\.so)")
@@ -537,8 +536,9 @@ class UserMemleak(_Tracer):
     ``symbol_prefix`` prefixed symbols (jemalloc's ``je_``). Functions the
     library lacks are skipped and listed in ``skipped``. ``binary``: the
     library path to probe when the process has not mapped it yet (a command
-    held before it ran); ``hold_at_exit`` stops the process in ``_exit``
-    with SIGSTOP so that its last report can still read its memory map.
+    held before it ran). ``traced_command``: the process is a
+    :class:`CommandProcess` (ptraced by memwatcher), which BPF may stop at
+    ``_dl_debug_state`` so that new libraries get unwind tables before they run.
     """
 
     def __init__(
@@ -549,8 +549,7 @@ class UserMemleak(_Tracer):
         library: str | None = None,
         symbol_prefix: str = "",
         binary: str | None = None,
-        libc: str | None = None,
-        hold_at_exit: bool = False,
+        traced_command: bool = False,
     ) -> None:
         super().__init__(options or MemleakOptions())
         self.pid = pid
@@ -560,12 +559,10 @@ class UserMemleak(_Tracer):
             if binary is None:
                 mapped = _find_mapped_library(pid, library)
                 binary = f"/proc/{pid}/root{mapped}"
-                libc = libc or f"/proc/{pid}/root{_find_mapped_library(pid, None)}"
             self.library = binary
             self.obj = obj = self._open(_USER_PROGRAMS, _BPF_F_USER_STACK)
             obj.rodata.target_tgid = pid
-            obj.rodata.stop_signal = int(signal.SIGSTOP) if hold_at_exit else 0
-            obj.rodata.dl_signal = int(LOADER_SIGNAL) if hold_at_exit and self.dwarf else 0
+            obj.rodata.dl_signal = int(LOADER_SIGNAL) if traced_command and self.dwarf else 0
             obj.load()
             if self.dwarf:
                 maps = obj.maps
@@ -573,12 +570,20 @@ class UserMemleak(_Tracer):
                     pid, maps.unwind_rows, maps.unwind_mappings, maps.unwind_live, load_header(header_path())
                 )
                 self.refresh_unwind_tables()
-            self._attach(binary, symbol_prefix, libc if hold_at_exit else None)
+            self._attach(binary, symbol_prefix)
             if self.dwarf:
                 self._attach_loader()
         except BaseException:
             self.close()
             raise
+
+    def forget_outstanding(self) -> None:
+        """Drop every outstanding allocation: the process replaced its program (execve)."""
+        maps = self.obj.maps
+        for m in (maps.allocs, maps.combined, maps.inflight):
+            for key in list(m.keys()):
+                m.delete(key)
+        self.refresh_unwind_tables()
 
     def refresh_unwind_tables(self) -> None:
         """Load the CFI of objects the process mapped since the last call (dwarf mode)."""
@@ -622,7 +627,7 @@ class UserMemleak(_Tracer):
             tables=dataclasses.replace(tables.stats, failed=dict(tables.stats.failed)) if tables else None,
         )
 
-    def _attach(self, binary: str, prefix: str, libc: str | None) -> None:
+    def _attach(self, binary: str, prefix: str) -> None:
         programs = self.obj.programs
         # Return probes first: an entry seen without its return would make
         # every later call of that thread look nested.
@@ -642,8 +647,6 @@ class UserMemleak(_Tracer):
                     raise
         if f"{prefix}malloc" in self.skipped:
             raise TargetError(f"{binary} has no {prefix}malloc symbol (use --obj for another allocator)")
-        if libc is not None:
-            programs.exit_enter.attach_uprobe(libc, "_exit", pid=self.pid)
 
     def _symbolize(self, sym: Symbolizer, addresses: Sequence[int]) -> list[list[Frame]]:
         # Sampled at the allocator's return: every address is a return address.
@@ -699,22 +702,37 @@ def _is_tracing_frame(frames: list[Frame]) -> bool:
     return name.startswith(("bpf_", "__bpf_", "trace_call_bpf", "perf_trace_", "__traceiter_", "__probestub_"))
 
 
-# ---------------------------------------------------------------- a command held before it runs
+# ---------------------------------------------------------------- a command memwatcher starts and supervises
 
 _PTRACE_TRACEME = 0
 _PTRACE_CONT = 7
-_PTRACE_DETACH = 17
-_MAX_LOADER_STOPS = 64
+_PTRACE_SETOPTIONS = 0x4200
+_PTRACE_O_TRACEEXEC = 0x10
+_PTRACE_O_TRACEEXIT = 0x40
+_PTRACE_EVENT_EXEC = 4
+_PTRACE_EVENT_EXIT = 6
 
 
 class CommandProcess:
-    """A command started by memwatcher, held right after its execve.
+    """A command started by memwatcher and traced (ptrace) by it for its whole life.
 
-    The child asks to be traced (``PTRACE_TRACEME``) and execs: the kernel
-    stops it before the new program runs a single instruction, so uprobes can
-    be attached first; :meth:`release` detaches and lets it run. :meth:`wait`
-    (in a thread) returns when it exits or stops itself in ``_exit``;
-    :meth:`finish` lets a held process exit, or ends one still running.
+    A thread of its own forks the child, which asks to be traced
+    (``PTRACE_TRACEME``) and execs: the kernel stops it before the new program
+    runs an instruction, so probes can be attached first. :meth:`start` lets it
+    run; the thread stays its tracer and
+
+    * passes every signal sent to the command on to it;
+    * at a stop by :data:`LOADER_SIGNAL` (BPF sends it at ``_dl_debug_state``)
+      calls ``on_loader_stop`` and drops the signal: tables of new libraries are
+      in place before their code runs;
+    * at an ``execve`` (``PTRACE_EVENT_EXEC``) calls ``on_exec``;
+    * at exit (``PTRACE_EVENT_EXIT``, before the kernel tears the address space
+      down) sets :attr:`held` and waits for :meth:`finish`, so a final report
+      can still read the command's memory map.
+
+    If memwatcher dies, the kernel detaches the command, which goes on (or
+    finishes exiting) as if never traced. Job-control stops (SIGTSTP) are not
+    kept, as the command is resumed by its tracer.
     """
 
     def __init__(self, argv: Sequence[str]) -> None:
@@ -725,22 +743,24 @@ class CommandProcess:
             raise CommandNotFoundError(f"command not found: {argv[0]}")
         self.path = path
         self.argv = list(argv)
+        self.pid = 0
         self.exit_status: int | None = None
-        self.held = False
-        self._released = False
+        self.held = threading.Event()  # stopped at exit, its memory map intact
+        self.ended = threading.Event()  # exited and reaped (exit_status is set)
+        self._started = threading.Event()
+        self._go = threading.Event()
+        self._release = threading.Event()
+        self._on_loader_stop: Callable[[], None] | None = None
+        self._on_exec: Callable[[], None] | None = None
+        self._error: str | None = None
         libc = ctypes.CDLL(None, use_errno=True)
         self._ptrace = libc.ptrace
         self._ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-        self.pid = os.fork()
-        if self.pid == 0:  # child: only async-signal-safe-ish work until execv
-            try:
-                if self._ptrace(_PTRACE_TRACEME, 0, None, None) == 0:
-                    os.execv(path, self.argv)
-            finally:
-                os._exit(127)
-        _, status = os.waitpid(self.pid, 0)
-        if not os.WIFSTOPPED(status):
-            raise CommandNotFoundError(f"cannot execute {path}")
+        self._thread = threading.Thread(target=self._supervise, name="memleak-command", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise CommandNotFoundError(self._error)
 
     def libraries(self) -> dict[str, str]:
         """Shared libraries the dynamic loader will map (soname -> path); {} if static."""
@@ -753,84 +773,89 @@ class CommandProcess:
                 libs[m.group(1)] = m.group(2)
         return libs
 
-    def release(self, on_loader_stop: Callable[[], None] | None = None) -> None:
-        """Let the command run.
+    def start(
+        self, on_loader_stop: Callable[[], None] | None = None, on_exec: Callable[[], None] | None = None
+    ) -> None:
+        """Let the command run (once its probes are attached)."""
+        self._on_loader_stop = on_loader_stop
+        self._on_exec = on_exec
+        self._go.set()
 
-        With ``on_loader_stop`` it stays traced while ld.so maps the libraries it
-        needs: each stop by :data:`LOADER_SIGNAL` (sent from BPF at
-        ``_dl_debug_state``) calls ``on_loader_stop`` and is suppressed; once every
-        library is mapped, or the command stops for another reason, it is detached.
-        """
-        if self._released:
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the command is held at exit or has ended; False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not (self.held.is_set() or self.ended.is_set()):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self.held.wait(0.05 if left is None else min(left, 0.05))
+        return True
+
+    def finish(self) -> None:
+        """Let a held command exit; end one still running (SIGTERM). Reaps it."""
+        if not self._go.is_set():
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._go.set()
+        elif not self.held.is_set() and not self.ended.is_set():
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+        self._release.set()
+        self._thread.join()
+
+    def _ptrace_checked(self, request: int, data: int = 0) -> bool:
+        return self._ptrace(request, self.pid, None, ctypes.c_void_p(data)) == 0
+
+    def _supervise(self) -> None:
+        # ptrace requests must come from the tracer thread: the one that forked.
+        try:
+            self.pid = os.fork()
+        except OSError as e:
+            self._error = f"cannot start {self.path}: {e.strerror}"
+            self._started.set()
             return
-        if on_loader_stop is not None:
-            self._run_until_loaded(on_loader_stop)
-        if not self._released:
-            self._ptrace(_PTRACE_DETACH, self.pid, None, None)
-            self._released = True
-
-    def _run_until_loaded(self, on_loader_stop: Callable[[], None]) -> None:
-        needed = set()
-        for path in self.libraries().values():
-            with suppress(OSError):
-                needed.add(os.stat(path).st_ino)
-        if not needed:
-            return  # statically linked: the loader maps nothing
-        for _ in range(_MAX_LOADER_STOPS):
-            self._ptrace(_PTRACE_CONT, self.pid, None, None)
+        if self.pid == 0:  # child: only async-signal-safe-ish work until execv
+            try:
+                if self._ptrace(_PTRACE_TRACEME, 0, None, None) == 0:
+                    os.execv(self.path, self.argv)
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(self.pid, 0)
+        if not os.WIFSTOPPED(status):
+            self._error = f"cannot execute {self.path}"
+            self._started.set()
+            self.exit_status = os.waitstatus_to_exitcode(status)
+            self.ended.set()
+            return
+        self._ptrace_checked(_PTRACE_SETOPTIONS, _PTRACE_O_TRACEEXEC | _PTRACE_O_TRACEEXIT)
+        self._started.set()
+        self._go.wait()
+        deliver = 0
+        while True:
+            self._ptrace_checked(_PTRACE_CONT, deliver)
+            deliver = 0
             _, status = os.waitpid(self.pid, 0)
             if not os.WIFSTOPPED(status):
                 self.exit_status = os.waitstatus_to_exitcode(status)
-                self._released = True
+                self.ended.set()
                 return
-            if os.WSTOPSIG(status) != LOADER_SIGNAL:
-                # Any other signal (or an exec's SIGTRAP) ends the hold; detaching
-                # with no signal drops an exec's SIGTRAP, as an untraced exec has none.
-                if os.WSTOPSIG(status) != signal.SIGTRAP:
-                    self._ptrace(_PTRACE_DETACH, self.pid, None, ctypes.c_void_p(os.WSTOPSIG(status)))
-                    self._released = True
-                return
-            on_loader_stop()
-            with open(f"/proc/{self.pid}/maps") as f:
-                if needed <= {m.inode for m in parse_maps(f.read())}:
-                    return
-
-    def wait(self) -> None:
-        """Block until the command exits or holds itself at exit (SIGSTOP)."""
-        while self.exit_status is None and not self.held:
-            _, status = os.waitpid(self.pid, os.WUNTRACED)
-            if os.WIFSTOPPED(status):
-                if os.WSTOPSIG(status) == signal.SIGSTOP:
-                    self.held = True
-                else:
-                    os.kill(self.pid, signal.SIGCONT)  # a terminal stop is not ours to keep
+            stop_signal, event = os.WSTOPSIG(status), status >> 16
+            if event == _PTRACE_EVENT_EXIT:
+                self.held.set()
+                self._release.wait()
+            elif event == _PTRACE_EVENT_EXEC:
+                if self._on_exec is not None:
+                    self._on_exec()
+            elif stop_signal == LOADER_SIGNAL and self._on_loader_stop is not None:
+                self._on_loader_stop()
             else:
-                self.exit_status = os.waitstatus_to_exitcode(status)
-
-    def finish(self, waiter: threading.Thread | None = None) -> None:
-        """Let a held command exit; end one still running. Reaps it."""
-        if self.exit_status is not None:
-            return
-        if not self._released:
-            self.release()
-        if self.held:
-            os.kill(self.pid, signal.SIGCONT)
-        elif waiter is None or waiter.is_alive():
-            os.kill(self.pid, signal.SIGTERM)
-        if waiter is not None and waiter.is_alive():
-            waiter.join()
-        if self.exit_status is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.exit_status = os.waitstatus_to_exitcode(status)
+                deliver = stop_signal  # the command's own signal: pass it on
 
     def __enter__(self) -> CommandProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self.finish()
-        except ChildProcessError:
-            pass
+        self.finish()
 
 
 def _watch_pid(pid: int, gone: threading.Event, stop: threading.Event) -> None:
@@ -1257,14 +1282,13 @@ def register(app: typer.Typer) -> None:
             stop = stack.enter_context(stop_on_signals())
             gone = threading.Event()
             proc: CommandProcess | None = None
-            waiter: threading.Thread | None = None
             if command is not None:
                 try:
                     proc = CommandProcess(shlex.split(command))
                 except CommandNotFoundError as e:
                     print(f"memwatcher: {e}", file=sys.stderr)
                     raise typer.Exit(127) from None
-                stack.callback(lambda: proc.finish(waiter))
+                stack.callback(proc.finish)
                 libs = proc.libraries()
                 exe = os.readlink(f"/proc/{proc.pid}/exe")
                 libc = next((p for n, p in libs.items() if _LIBC.search(n)), exe)
@@ -1275,9 +1299,7 @@ def register(app: typer.Typer) -> None:
                         raise TargetError(f"{command.split()[0]} does not load {obj}")
                 with slow_step("attaching the allocator probes..."):
                     tracer: _Tracer = stack.enter_context(
-                        UserMemleak(
-                            proc.pid, options, symbol_prefix=symbol_prefix, binary=binary, libc=libc, hold_at_exit=True
-                        )
+                        UserMemleak(proc.pid, options, symbol_prefix=symbol_prefix, binary=binary, traced_command=True)
                     )
 
                 def wait_command() -> None:
@@ -1285,9 +1307,8 @@ def register(app: typer.Typer) -> None:
                     gone.set()
                     stop.set()
 
-                waiter = threading.Thread(target=wait_command, daemon=True)
-                proc.release(tracer.refresh_unwind_tables if tracer.dwarf else None)
-                waiter.start()
+                proc.start(tracer.refresh_unwind_tables if tracer.dwarf else None, tracer.forget_outstanding)
+                threading.Thread(target=wait_command, daemon=True).start()
             elif kernel_mode:
                 with slow_step("loading and attaching the kernel allocation probes..."):
                     tracer = stack.enter_context(KernelMemleak(options, pid))
@@ -1305,5 +1326,9 @@ def register(app: typer.Typer) -> None:
 
             _run(tracer, sched, stop, gone, read, emit, periodic)
             if proc is not None:
-                proc.finish(waiter)
-                print(f"memwatcher: command exited with status {proc.exit_status}", file=sys.stderr)
+                proc.finish()
+                status = proc.exit_status if proc.exit_status is not None else 1
+                print(f"memwatcher: command exited with status {status}", file=sys.stderr)
+                if status:
+                    # The command's status, as a shell gives it (128 + signal for a signal).
+                    raise typer.Exit(status if status > 0 else 128 - status)
