@@ -30,6 +30,6 @@ fi
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q --upgrade pip setuptools  # setuptools >= 77 for --no-build-isolation rebuilds
 .venv/bin/python -m pip install -q '.[test]'
 echo "memwatcher installed in $top/.venv"; .venv/bin/memwatcher --version
