@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import TEST_BPF_DIR, build_test_object
+from memwatcher.cfi import header_path
 from memwatcher.libbpf import BTF
 from memwatcher.objects import header, object_path, objects_dir
 from memwatcher.records import load_header
@@ -16,7 +17,8 @@ TOP = Path(__file__).resolve().parents[1]
 
 
 def _report_headers() -> list[str]:
-    return sorted(p.name.removesuffix(".h") for p in (TOP / "bpf").glob("*.h") if not p.name.endswith(".bpf.h"))
+    """Headers of one report each: bpf/<name>.h next to bpf/<name>.bpf.c."""
+    return sorted(p.stem for p in (TOP / "bpf").glob("*.h") if (TOP / "bpf" / f"{p.stem}.bpf.c").is_file())
 
 
 def _assert_layout_matches(header_path: Path, object_file: Path) -> int:
@@ -43,6 +45,11 @@ def test_report_record_layouts_match_btf(name: str) -> None:
     object_path(name)
     assert _assert_layout_matches(objects_dir() / f"{name}.h", object_path(name)) >= 1
     assert header(name) is not None
+
+
+def test_unwind_row_layouts_match_the_memleak_object() -> None:
+    """unwind.h is shared by the CFI compiler and memleak.bpf.c: its structs are the object's."""
+    assert _assert_layout_matches(header_path(), object_path("memleak")) == 3
 
 
 def test_header_parsing_keeps_constants_and_nested_arrays(tmp_path: Path) -> None:
