@@ -72,7 +72,8 @@ class OomKill(NamedTuple):
     ``victim_pid`` is the process (thread group), ``victim_tid`` the thread the
     kernel marked. ``cgroup`` is the victim's memory cgroup path from its
     hierarchy's root (as /proc/PID/cgroup shows it), None without memory
-    cgroups; ``cgroup_limit_bytes`` is None when unlimited. ``kind`` is
+    cgroups (a path too long for the record ends in "..."); ``cgroup_limit_bytes``
+    is None when unlimited. ``kind`` is
     "global" or "memcg" (None: the killer's oom_control was not found, and
     then ``constraint``, ``order``, ``gfp``, ``gfp_flags`` and the
     ``oom_cgroup*`` fields are None too). ``oom_cgroup`` is the cgroup whose
@@ -198,6 +199,9 @@ def decode_kills(
     def text(raw: bytes) -> str:
         return raw.decode(errors="replace")
 
+    def path(raw: bytes, cut: int) -> str:
+        return text(raw) + ("..." if cut else "")
+
     out = []
     for r in records:
         flags = int(r["flags"])
@@ -213,7 +217,7 @@ def decode_kills(
                 victim_tid=int(r["victim_tid"]),
                 victim_comm=text(r["victim_comm"]),
                 victim_uid=int(r["victim_uid"]),
-                cgroup=text(r["cgroup"]) if memcg else None,
+                cgroup=path(r["cgroup"], flags & constants["OOM_F_PATH_CUT"]) if memcg else None,
                 cgroup_id=int(r["cgroup_id"]) if memcg else None,
                 kind=("memcg" if oom_memcg else "global") if control else None,
                 constraint=constraint_names.get(int(r["constraint"])) if control else None,
@@ -227,7 +231,7 @@ def decode_kills(
                 oom_score_adj=int(r["oom_score_adj"]),
                 cgroup_usage_bytes=int(r["cgroup_usage_pages"]) * page_size if memcg else None,
                 cgroup_limit_bytes=limit(int(r["cgroup_limit_pages"])) if memcg else None,
-                oom_cgroup=text(r["oom_cgroup"]) if oom_memcg else None,
+                oom_cgroup=path(r["oom_cgroup"], flags & constants["OOM_F_OOM_PATH_CUT"]) if oom_memcg else None,
                 oom_cgroup_usage_bytes=int(r["oom_cgroup_usage_pages"]) * page_size if oom_memcg else None,
                 oom_cgroup_limit_bytes=limit(int(r["oom_cgroup_limit_pages"])) if oom_memcg else None,
                 trigger_pid=int(r["trigger_pid"]),
