@@ -124,9 +124,14 @@ def test_decode_kills_units_unknowns_and_unlimited() -> None:
     # oom_control not found, no memory cgroup, no pgtables: None, never a made-up 0.
     bare = _record(victim_pid=1, flags=c["OOM_F_VICTIM_TASK"] | c["OOM_F_NO_PGTABLES"], gfp=5, order=3)
     (k,) = oom.decode_kills(bare, c, PAGE, {0: "none"}, gfp)
+    assert k.victim_pid == 1
     assert k.kind is k.constraint is k.order is k.gfp is k.gfp_flags is k.oom_domain_bytes is None
     assert k.cgroup is k.cgroup_id is k.cgroup_limit_bytes is k.cgroup_usage_bytes is k.pte_bytes is None
     assert k.oom_cgroup is k.oom_cgroup_limit_bytes is None
+
+    # A cgroup path too long for the record says so.
+    cut = _record(flags=c["OOM_F_MEMCG"] | c["OOM_F_PATH_CUT"], cgroup=b"/very/long")
+    assert oom.decode_kills(cut, c, PAGE, {}, None)[0].cgroup == "/very/long..."
 
     # A global OOM: oom_control found, no memcg in it.
     glob = _record(victim_pid=1, flags=c["OOM_F_CONTROL"], order=-1, constraint=0)
@@ -253,19 +258,30 @@ def _check_cgroup_fields(k: oom.OomKill, cg: Cgroup) -> None:
 
 
 def _check_kernel_report(k: oom.OomKill, lines: list[str], comm: str) -> None:
-    """The record against the kernel's own OOM report of the same kill."""
+    """The record against the kernel's own OOM report of the same kill.
+
+    The kernel prints its "Killed process" line a moment after marking the
+    victim. A victim that is itself the trigger is busy running the OOM killer
+    meanwhile, so its counters are the same; another victim, just sent
+    SIGKILL, may already be exiting on another CPU and move them (up to 6.1 it
+    first folds in its per-thread rss cache, up to 64 faults' worth).
+    """
     killed = _killed_line(lines, k.victim_pid)
     assert killed is not None, f"no 'Killed process {k.victim_pid}' in the kernel log"
     message, v = killed
     assert message == "Memory cgroup out of memory"
-    assert v["anon-rss"] * 1024 == k.rss_anon_bytes
-    assert v["file-rss"] * 1024 == k.rss_file_bytes
-    assert v["shmem-rss"] * 1024 == k.rss_shmem_bytes
-    assert v["total-vm"] * 1024 == k.vsize_bytes
     assert v["oom_score_adj"] == k.oom_score_adj
     assert v["UID"] == k.victim_uid
-    if "pgtables" in v:
-        assert v["pgtables"] == k.pte_bytes >> 10
+    if k.victim_pid == k.trigger_pid:
+        assert v["anon-rss"] * 1024 == k.rss_anon_bytes
+        assert v["file-rss"] * 1024 == k.rss_file_bytes
+        assert v["shmem-rss"] * 1024 == k.rss_shmem_bytes
+        assert v["total-vm"] * 1024 == k.vsize_bytes
+        if "pgtables" in v:
+            assert v["pgtables"] == k.pte_bytes >> 10
+    else:
+        moved = 64 * PAGE + possible_cpus() * max(32, 2 * possible_cpus()) * PAGE
+        assert abs(v["anon-rss"] * 1024 - k.rss_anon_bytes) <= moved
     # Rate-limited lines (10 per 5 s): checked when present.
     for line in lines:
         m = re.match(rf"{re.escape(comm)} invoked oom-killer: gfp_mask=(0x[0-9a-f]+)\(.*\), order=(-?\d+)", line)
