@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,14 +41,15 @@ MIB = 1 << 20
 LIMIT_BYTES = 48 * MIB
 MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
 
-# argv: cgroup.procs, comm, oom_score_adj, then "grow" (touch until killed) or
-# "hold MIB" (touch that much, say "ready", sleep). Prints "base <RssAnon bytes>"
-# before touching and "touched <bytes>" after each MiB.
+# argv: cgroup.procs (or - to stay), comm, oom_score_adj, then "grow" (touch
+# until killed) or "hold MIB" (touch that much, say "ready", sleep). Prints
+# "base <RssAnon bytes>" before touching and "touched <bytes>" after each MiB.
 CHILD = r"""
 import ctypes, mmap, os, sys, time
 procs, comm, adj, mode = sys.argv[1:5]
-with open(procs, "w") as f:
-    f.write(str(os.getpid()))
+if procs != "-":
+    with open(procs, "w") as f:
+        f.write(str(os.getpid()))
 with open("/proc/self/oom_score_adj", "w") as f:
     f.write(adj)
 ctypes.CDLL(None).prctl(15, comm.encode(), 0, 0, 0)  # PR_SET_NAME
@@ -215,9 +217,9 @@ def limited_cgroup(tag: str) -> Iterator[Cgroup]:
         yield cg
 
 
-def _start(cg: Cgroup, comm: str, adj: int, *mode: str) -> subprocess.Popen[str]:
+def _start(cg: Cgroup | None, comm: str, adj: int, *mode: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(cg.procs), comm, str(adj), *mode],
+        [sys.executable, "-c", CHILD, str(cg.procs) if cg else "-", comm, str(adj), *mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -333,11 +335,7 @@ def test_oom_group_members_share_the_oom_control() -> None:
         (cg.path / "memory.oom.group").write_text("1")
         holder = _start(cg, "mwtest-hold", 0, "hold", "8")
         try:
-            for line in iter(holder.stdout.readline, ""):
-                if line.strip() == "ready":
-                    break
-            else:
-                pytest.fail(f"the holder did not start: {holder.communicate()}")
+            _wait_ready(holder)
             grower, _, _ = _grow_until_killed(cg, "mwtest-grow", 0)
             holder.wait(timeout=30)
         finally:
@@ -358,6 +356,56 @@ def test_oom_group_members_share_the_oom_control() -> None:
         assert (k.order, k.gfp) == (chosen.order, chosen.gfp)
     if log.fd is not None:
         _check_kernel_report(member, lines, "mwtest-grow")
+
+
+def _wait_ready(child: subprocess.Popen[str]) -> None:
+    for line in iter(child.stdout.readline, ""):
+        if line.strip() == "ready":
+            return
+    pytest.fail(f"the child did not start: {child.communicate()}")
+
+
+def _meminfo_bytes(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            return int(value.split()[0]) * 1024
+    raise KeyError(key)
+
+
+@requires_bpf
+@pytest.mark.skipif(
+    os.environ.get("MEMWATCHER_TEST_GUEST") != "1",
+    reason="a global OOM kill (sysrq-f) picks its victim machine-wide: only in the disposable test guests "
+    "(MEMWATCHER_TEST_GUEST=1, set by vm/guest-tests.sh)",
+)
+def test_global_oom_by_sysrq_in_a_test_guest() -> None:
+    # oom_score_adj 1000 makes the child the system's first choice: its badness
+    # exceeds the whole of memory, nobody else's can.
+    with oom.OomWatcher() as watcher, kmsg() as log:
+        child = _start(None, "mwtest-global", 1000, "hold", "8")
+        try:
+            _wait_ready(child)
+            Path("/proc/sysrq-trigger").write_text("f")
+            child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        kill = _kills_of(watcher, {child.pid})[child.pid]
+        lines = log.read()
+    assert child.returncode == -9
+    assert (kill.victim_comm, kill.oom_score_adj) == ("mwtest-global", 1000)
+    # sysrq-f: a kworker runs the OOM killer for no allocation (order -1, GFP_KERNEL).
+    assert (kill.kind, kill.constraint, kill.order, kill.oom_cgroup) == ("global", "none", -1, None)
+    assert kill.trigger_comm.startswith("kworker") and kill.gfp_flags == "GFP_KERNEL"
+    # The domain of a global OOM: all RAM plus swap (totalram_pages is MemTotal).
+    assert kill.oom_domain_bytes == _meminfo_bytes("MemTotal") + _meminfo_bytes("SwapTotal")
+    if log.fd is not None:
+        killed = _killed_line(lines, child.pid)
+        assert killed is not None and killed[0] == "Out of memory"
+        summary = [line for line in lines if line.startswith("oom-kill:") and f",pid={child.pid}," in line]
+        assert all("constraint=CONSTRAINT_NONE" in line for line in summary)
 
 
 @requires_bpf
