@@ -176,6 +176,46 @@ static __always_inline unsigned long paf_page_flags(const struct page *page)
 	return BPF_CORE_READ((const struct page___paf_ulong *)page, flags);
 }
 
+/* ---- oom ---- */
+
+/* Rss counter `item` of mm as the kernel's get_mm_counter() reads it: the
+ * shared count without per-CPU parts (what its OOM report prints), negative
+ * as 0. Layouts as in procstat_read_rss_counter; probe reads only, since
+ * mm may be a plain number here. */
+static __always_inline __u64 oom_mm_counter(const struct mm_struct *mm, __u32 item)
+{
+	const struct mm_struct___procstat_old *old = (const void *)mm;
+	const struct mm_struct___procstat_new *new = (const void *)mm;
+	__s64 count = 0;
+	__u64 off;
+
+	if (bpf_core_field_exists(old->rss_stat))
+		off = bpf_core_field_offset(old->rss_stat.count) + item * bpf_core_type_size(atomic_long_t);
+	else
+		off = bpf_core_field_offset(new->rss_stat) + item * bpf_core_type_size(struct percpu_counter) +
+		      bpf_core_field_offset(struct percpu_counter, count);
+	if (bpf_probe_read_kernel(&count, sizeof(count), (const void *)mm + off))
+		return 0;
+	return count < 0 ? 0 : count;
+}
+
+/* kernfs_node->parent became the RCU-protected __parent in Linux 6.15
+ * ("kernfs: Use RCU to access kernfs_node::parent."). */
+struct kernfs_node___oom_old {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *oom_kernfs_parent(const struct kernfs_node *kn)
+{
+	const struct kernfs_node___oom_old *old = (const void *)kn;
+
+	if (bpf_core_field_exists(old->parent))
+		return BPF_CORE_READ(old, parent);
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return NULL;
+}
+
 /* ---- sysstat ---- */
 
 /* vm_stat items that some supported kernels have and the vmlinux.h these

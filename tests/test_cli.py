@@ -99,7 +99,7 @@ def test_man_page_is_generated_from_the_current_cli() -> None:
         assert f".SS {command}" in proc.stdout
 
 
-STOP_ARGS = {"memleak": ["--kernel", "--interval", "0.5"]}
+STOP_ARGS = {"memleak": ["--kernel", "--interval", "0.5"], "oom": []}
 
 
 @requires_bpf

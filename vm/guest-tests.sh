@@ -9,6 +9,9 @@
 out=$1
 shift
 venv=$PWD/.venv
+# The guest is disposable: tests that act machine-wide (a global OOM kill by
+# sysrq-f) run only where this is set.
+export MEMWATCHER_TEST_GUEST=1
 uname -r > "$out/kernel_release"
 
 "$venv/bin/memwatcher" doctor

@@ -28,7 +28,7 @@ EXIT_RUNTIME = 1
 EXIT_UNSUPPORTED = 77
 
 app = typer.Typer(
-    help="eBPF memory observatory: per-process and system memory, page allocation, reclaim, leaks.\n\n"
+    help="eBPF memory observatory: per-process and system memory, page allocation, reclaim, leaks, OOM kills.\n\n"
     "Without a command, runs the live dashboard (memwatcher top). Periodic reports also take "
     "BCC-style positional arguments: memwatcher procstat 2 10 = every 2 s, 10 samples.\n\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage error, 77 missing privileges or kernel support, "

@@ -12,7 +12,7 @@ from types import ModuleType
 
 __all__ = ["REPORTS", "report_modules"]
 
-REPORTS = ("procstat", "sysstat", "paf", "pr", "memleak")
+REPORTS = ("procstat", "sysstat", "paf", "pr", "memleak", "oom")
 
 
 def report_modules() -> dict[str, ModuleType]:
