@@ -1,7 +1,8 @@
 """Overhead of memleak on a malloc/free-heavy C workload, as ratios in one run.
 
 Configurations, each timed by the workload itself (CLOCK_MONOTONIC around its
-loop, so start-up and attach are excluded), median of ``--repeat`` runs:
+loop, so start-up and attach are excluded), median of ``--repeat`` runs taken
+round-robin over the configurations:
 
 * untraced;
 * floor: a bare uprobe + uretprobe on malloc and a uprobe on free whose BPF
@@ -158,10 +159,12 @@ def main() -> None:
             if not results:
                 configs["memleak --combined-only"] = lambda pid: UserMemleak(pid, MemleakOptions(combined_only=True))
                 configs["memleak --sample-rate 100"] = lambda pid: UserMemleak(pid, MemleakOptions(sample_rate=100))
-            results[workload] = {
-                name: statistics.median(_run_once(exe, args.pairs, tracer) for _ in range(args.repeat))
-                for name, tracer in configs.items()
-            }
+            # Round-robin over the configurations: a load change on the machine hits them all alike.
+            runs: dict[str, list[int]] = {name: [] for name in configs}
+            for _ in range(args.repeat):
+                for name, tracer in configs.items():
+                    runs[name].append(_run_once(exe, args.pairs, tracer))
+            results[workload] = {name: statistics.median(times) for name, times in runs.items()}
         build_s, rows = _table_build_s(d / "work0")
     print(f"{args.pairs} malloc/free pairs, median of {args.repeat} runs")
     for workload, timings in results.items():

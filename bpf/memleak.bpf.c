@@ -169,19 +169,23 @@ __noinline int unwind_find_row(__u32 first, __u32 n, __u32 elf_pc)
 	return lo - 1;
 }
 
-/* The CFI row for a return address, or NULL when no loaded CFI covers it. */
-static __always_inline struct unwind_row *unwind_row_of(__u64 pc)
+/* The CFI row for a return address, or NULL when no loaded CFI covers it. `*m` is the
+ * mapping of the previous frame: most callers are in the same object, no search then. */
+static __always_inline struct unwind_row *unwind_row_of(__u64 pc, struct unwind_mapping **mapping)
 {
-	struct unwind_mapping *m;
+	struct unwind_mapping *m = *mapping;
 	__u64 elf_pc;
 	__u32 idx;
 	int i;
 
-	i = unwind_find_mapping(pc);
-	if (i < 0)
-		return NULL;
-	idx = i;
-	m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+	if (!m || pc < m->start || pc >= m->end) {
+		i = unwind_find_mapping(pc);
+		if (i < 0)
+			return NULL;
+		idx = i;
+		m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+		*mapping = m;
+	}
 	if (!m || !m->n_rows)
 		return NULL;
 	/* A return address belongs to the call before it: look up pc - 1. */
@@ -204,6 +208,7 @@ static __always_inline __s64 dwarf_stack_id(struct pt_regs *regs)
 {
 	__u64 pc = PT_REGS_IP(regs), sp = PT_REGS_SP(regs), bp = PT_REGS_FP(regs);
 	__u64 hash = FNV64_OFFSET, cfa, ra;
+	struct unwind_mapping *mapping = NULL;
 	struct memleak_ustack *frames;
 	bool no_cfi = false;
 	__u32 zero = 0;
@@ -217,7 +222,7 @@ static __always_inline __s64 dwarf_stack_id(struct pt_regs *regs)
 	if (!frames)
 		return -1;
 	for (n = 0; n < MEMLEAK_STACK_DEPTH; n++) {
-		struct unwind_row *r = unwind_row_of(pc);
+		struct unwind_row *r = unwind_row_of(pc, &mapping);
 		__u8 cfa_rule = r ? r->cfa_rule : UNWIND_CFA_NONE, rbp_rule;
 		__u64 rbp_at;
 
