@@ -24,6 +24,7 @@ from memwatcher.tools.memleak import (
     LeakStack,
     MemleakOptions,
     UserMemleak,
+    _frame_json,
     encode_pprof,
     format_folded,
     kernel_programs,
@@ -613,7 +614,7 @@ def test_pprof_decodes_to_the_report() -> None:
 def test_json_report_shape() -> None:
     data = report_json(_report())
     assert set(data["stacks"][0]) == {"stack_id", "outstanding_bytes", "outstanding_allocs", "oldest_age_s", "frames"}
-    frame_keys = {"address", "module", "symbol", "linkage_name", "offset", "file", "line", "inlined"}
+    frame_keys = {"address", "module", "symbol", "linkage_name", "offset", "module_offset", "file", "line", "inlined"}
     assert set(data["stacks"][0]["frames"][0]) == frame_keys
     assert data["unwind"] is None  # kernel-style report: no user-space unwinder
     json.dumps(data)
@@ -747,3 +748,27 @@ def test_allocations_inside_free_belong_to_the_free(tmp_path: Path) -> None:
     assert not names & {"alloc_new_heap", "new_heap", "_int_new_arena", "arena_get2"}, names
     leak = [s for s in report["stacks"] if any(f["symbol"] == "leak_here" for f in s["frames"])]
     assert sum(s["outstanding_allocs"] for s in leak) == 3 and sum(s["outstanding_bytes"] for s in leak) == 300
+
+
+@requires_bpf
+def test_folded_export_carries_every_stack_whatever_top(leaky: Path, tmp_path: Path) -> None:
+    out = tmp_path / "leaks.folded"
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", f"{leaky} run", "-f", "folded", "--file", str(out), "--top", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    weights: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        stack, bytes_ = line.rsplit(" ", 1)
+        leaf = stack.split(";")[-1]
+        weights[leaf] = weights.get(leaf, 0) + int(bytes_)
+    for func, (count, size) in EXPECTED.items():
+        assert weights.get(func) == count * size, (func, weights)
+
+
+def test_json_frame_without_symbol_keeps_its_module_offset() -> None:
+    frame = _frame_json(Frame(0x7F0000001234, module="/opt/app/libx.so", elf_address=0x1234))
+    assert frame["symbol"] is None and frame["module"] == "/opt/app/libx.so" and frame["module_offset"] == 0x1234

@@ -987,6 +987,7 @@ def _frame_json(frame: Frame) -> dict[str, Any]:
         "symbol": frame.function or frame.symbol,
         "linkage_name": frame.linkage_name,
         "offset": frame.offset,
+        "module_offset": frame.elf_address,  # the address in the module's ELF file
         "file": frame.file,
         "line": frame.line,
         "inlined": frame.inlined,
@@ -1322,8 +1323,11 @@ def register(app: typer.Typer) -> None:
                 print(f"memwatcher: {name} not found in the allocator library; not traced", file=sys.stderr)
             print(f"memwatcher: tracing {tracer.target}; Ctrl-C to stop", file=sys.stderr)
 
+            # Exports (flame graphs, pprof) carry every stack; --top limits what is printed.
+            shown = top if periodic else None
+
             def read() -> LeakReport:
-                return tracer.read(top=top, min_age_s=min_age, sort=sort.value, show_allocs=show_allocs)
+                return tracer.read(top=shown, min_age_s=min_age, sort=sort.value, show_allocs=show_allocs)
 
             _run(tracer, sched, stop, gone, read, emit, periodic)
             if proc is not None:
