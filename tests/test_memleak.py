@@ -772,3 +772,17 @@ def test_folded_export_carries_every_stack_whatever_top(leaky: Path, tmp_path: P
 def test_json_frame_without_symbol_keeps_its_module_offset() -> None:
     frame = _frame_json(Frame(0x7F0000001234, module="/opt/app/libx.so", elf_address=0x1234))
     assert frame["symbol"] is None and frame["module"] == "/opt/app/libx.so" and frame["module_offset"] == 0x1234
+
+
+@requires_bpf
+def test_duration_ends_with_one_final_report(leaky: Path) -> None:
+    with _child([str(leaky), "wait"]) as child:
+        proc = subprocess.run(
+            [*MEMWATCHER, "memleak", "--pid", str(child.proc.pid), "-i", "0.5", "-d", "1.2", "-f", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 0, proc.stderr
+    finals = [json.loads(line)["final"] for line in proc.stdout.splitlines()]
+    assert finals == [False, False, True], finals  # at 0.5 s, 1.0 s, and the partial interval to 1.2 s

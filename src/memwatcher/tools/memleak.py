@@ -1160,20 +1160,30 @@ def _run(
     emit: Callable[[LeakReport], None],
     periodic: bool,
 ) -> None:
-    state: dict[str, Any] = {"last": None}
+    deadline = time.monotonic() + sched.duration_s if sched.duration_s is not None else None
+    state = {"taken": 0, "final_emitted": False}
 
     def sample() -> bool:
+        state["taken"] += 1
+        # The runner's own test for its last sample, made before this one was taken.
+        last = (
+            stop.is_set()
+            or gone.is_set()
+            or (deadline is not None and time.monotonic() >= deadline)
+            or (sched.count is not None and state["taken"] >= sched.count)
+        )
         report = read()
-        state["last"] = report
         if periodic:
+            report.final = last
             emit(report)
+            state["final_emitted"] = last
         for w in tracer.warnings:
             print(f"memwatcher: {w}", file=sys.stderr)
         tracer.warnings.clear()
         return not gone.is_set()
 
-    taken = run_periodic(sched, sample, stop)
-    if gone.is_set() or not periodic or sched.count is None or taken < sched.count:
+    run_periodic(sched, sample, stop)
+    if not state["final_emitted"]:
         final = read()
         final.final = True
         emit(final)
