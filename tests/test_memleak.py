@@ -786,3 +786,47 @@ def test_duration_ends_with_one_final_report(leaky: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     finals = [json.loads(line)["final"] for line in proc.stdout.splitlines()]
     assert finals == [False, False, True], finals  # at 0.5 s, 1.0 s, and the partial interval to 1.2 s
+
+
+@requires_bpf
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("", "is a directory"), ("missing/out.folded", "does not exist")],
+)
+def test_unusable_file_is_refused_before_tracing(tmp_path: Path, name: str, problem: str) -> None:
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", "true", "-f", "pprof", "--file", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and problem in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "tracing" not in proc.stderr
+
+
+@requires_bpf
+def test_folded_file_holds_the_last_complete_report_when_killed(leaky: Path, tmp_path: Path) -> None:
+    """Rewritten (atomically) at every interval: SIGKILL keeps the last one, not an empty file."""
+    out = tmp_path / "leaks.folded"
+    with _child([str(leaky), "wait"]) as child:
+        tracer = subprocess.Popen(
+            [*MEMWATCHER, "memleak", "--pid", str(child.proc.pid), "-i", "0.3", "-f", "folded", "--file", str(out)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert tracer.stderr is not None
+            while "tracing" not in tracer.stderr.readline():
+                pass
+            child.send("go")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "leak_malloc" not in (out.read_text() if out.exists() else ""):
+                time.sleep(0.1)
+            tracer.kill()
+            tracer.wait()
+        finally:
+            tracer.kill()
+            tracer.wait()
+    leaves = {line.rsplit(" ", 1)[0].split(";")[-1] for line in out.read_text().splitlines()}
+    assert set(EXPECTED) <= leaves, leaves
+    assert not list(tmp_path.glob(".leaks.folded.*.tmp"))

@@ -11,13 +11,24 @@ from __future__ import annotations
 import csv
 import enum
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["Column", "OutputFormat", "Writer", "human_bytes", "make_writer", "timestamp"]
+__all__ = [
+    "Column",
+    "OutputFormat",
+    "Writer",
+    "check_writable",
+    "human_bytes",
+    "make_writer",
+    "timestamp",
+    "write_atomically",
+]
 
 
 class OutputFormat(str, enum.Enum):
@@ -129,3 +140,36 @@ def make_writer(fmt: OutputFormat | str, columns: Sequence[Column], stream: Text
     kind = OutputFormat(fmt)
     cls = {OutputFormat.table: TableWriter, OutputFormat.json: JsonWriter, OutputFormat.csv: CsvWriter}[kind]
     return cls(columns, stream)
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step: a reader (or a kill) sees the old file or the new one."""
+    tmp = _temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_writable(path: Path) -> str | None:
+    """Why ``path`` cannot be written as an output file (None if it can), found before any work starts."""
+    if path.is_dir():
+        return f"{path} is a directory"
+    if not path.parent.is_dir():
+        return f"directory {path.parent} does not exist"
+    tmp = _temporary_name(path)
+    try:
+        tmp.open("wb").close()
+        tmp.unlink()
+    except OSError as e:
+        return f"cannot write in {path.parent}: {e.strerror}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    return None

@@ -59,7 +59,7 @@ from ..errors import MemwatcherError, NoSuchProcessError
 from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, schedule
-from ..output import human_bytes, timestamp
+from ..output import check_writable, human_bytes, timestamp, write_atomically
 from ..progress import slow_step
 from ..records import load_header
 from ..runner import run_periodic, stop_on_signals
@@ -1133,18 +1133,18 @@ class SortKey(str, enum.Enum):
 
 
 def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None) -> None:
-    if fmt == LeakFormat.pprof:
-        data = encode_pprof(report)
+    """Text and JSON reports go to ``stream`` one after another; folded and pprof are one
+    whole profile, which replaces ``file`` atomically each time (or goes to stdout once)."""
+    if fmt in (LeakFormat.pprof, LeakFormat.folded):
+        data = encode_pprof(report) if fmt == LeakFormat.pprof else format_folded(report).encode()
         if file is not None:
-            file.write_bytes(data)
-        else:
+            write_atomically(file, data)
+        elif report.final:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         return
     if fmt == LeakFormat.json:
         text = json.dumps(report_json(report)) + "\n"
-    elif fmt == LeakFormat.folded:
-        text = format_folded(report)
     else:
         text = format_text(report)
     stream.write(text)
@@ -1158,7 +1158,6 @@ def _run(
     gone: threading.Event,
     read: Callable[[], LeakReport],
     emit: Callable[[LeakReport], None],
-    periodic: bool,
 ) -> None:
     deadline = time.monotonic() + sched.duration_s if sched.duration_s is not None else None
     state = {"taken": 0, "final_emitted": False}
@@ -1173,10 +1172,9 @@ def _run(
             or (sched.count is not None and state["taken"] >= sched.count)
         )
         report = read()
-        if periodic:
-            report.final = last
-            emit(report)
-            state["final_emitted"] = last
+        report.final = last
+        emit(report)
+        state["final_emitted"] = last
         for w in tracer.warnings:
             print(f"memwatcher: {w}", file=sys.stderr)
         tracer.warnings.clear()
@@ -1283,13 +1281,12 @@ def register(app: typer.Typer) -> None:
         periodic = fmt in (LeakFormat.text, LeakFormat.table, LeakFormat.json)
         sched = schedule(interval, duration, count)
         with ExitStack() as stack:
+            if file is not None and (problem := check_writable(file)) is not None:
+                raise typer.BadParameter(problem, param_hint="--file")
             out: TextIO = stack.enter_context(open(file, "w")) if file is not None and periodic else sys.stdout
-            fmt_file = file if fmt == LeakFormat.pprof else None
-            if fmt == LeakFormat.folded and file is not None:
-                out = stack.enter_context(open(file, "w"))
 
             def emit(report: LeakReport) -> None:
-                _emit(report, fmt, out, fmt_file)
+                _emit(report, fmt, out, file)
 
             stop = stack.enter_context(stop_on_signals())
             gone = threading.Event()
@@ -1339,7 +1336,7 @@ def register(app: typer.Typer) -> None:
             def read() -> LeakReport:
                 return tracer.read(top=shown, min_age_s=min_age, sort=sort.value, show_allocs=show_allocs)
 
-            _run(tracer, sched, stop, gone, read, emit, periodic)
+            _run(tracer, sched, stop, gone, read, emit)
             if proc is not None:
                 proc.finish()
                 status = proc.exit_status if proc.exit_status is not None else 1
