@@ -369,36 +369,9 @@ static __always_inline bool is_target(__u32 *tid)
 	return !target_tgid || (id >> 32) == target_tgid;
 }
 
-/* A thread in free() or munmap(): where the call's return address sits on its stack.
- * free has no return probe (it is the hottest call); the mark stays after it returns
- * and is recognised as stale by the stack itself. */
-struct free_mark {
-	__u64 ra_slot; /* the stack pointer at free's entry */
-	__u64 ra;      /* the return address stored there */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct free_mark);
-} in_free SEC(".maps");
-
-/* Whether this thread is inside the free()/munmap() it last entered: its stack is
- * deeper than that call's return-address slot and the slot still holds the same
- * return address (any later call from the caller's frame overwrites it). */
-static __always_inline bool inside_free(struct pt_regs *regs, __u32 tid)
-{
-	struct free_mark *mark = bpf_map_lookup_elem(&in_free, &tid);
-	__u64 ra;
-
-	return mark && PT_REGS_SP(regs) < mark->ra_slot &&
-	       !bpf_probe_read_user(&ra, sizeof(ra), (void *)mark->ra_slot) && ra == mark->ra;
-}
-
 /* Entry of an allocating call; `old` (realloc, mremap) is freed here, before
  * the allocator can hand the same address to another thread. */
-static __always_inline int alloc_enter(struct pt_regs *regs, __u64 size, __u64 old, __u64 memptr)
+static __always_inline int alloc_enter(__u64 size, __u64 old, __u64 memptr)
 {
 	struct memleak_inflight *f, n = {};
 	__u32 tid;
@@ -410,18 +383,11 @@ static __always_inline int alloc_enter(struct pt_regs *regs, __u64 size, __u64 o
 		f->depth++; /* only this thread touches its entry */
 		return 0;
 	}
-	n.depth = 1;
-	if (inside_free(regs, tid)) {
-		/* glibc maps a thread's arena inside free() when that is the thread's
-		 * first allocator call: part of the free, not an allocation. */
-		if (bpf_map_update_elem(&inflight, &tid, &n, BPF_ANY))
-			__sync_fetch_and_add(&lost_inflight, 1);
-		return 0;
-	}
 	if (old)
 		free_key(old);
 	n.size_bytes = size;
 	n.memptr = memptr;
+	n.depth = 1;
 	n.record = wanted(size);
 	if (bpf_map_update_elem(&inflight, &tid, &n, BPF_ANY))
 		__sync_fetch_and_add(&lost_inflight, 1);
@@ -458,76 +424,73 @@ static __always_inline int alloc_exit(void *ctx, __u64 address, bool via_memptr)
 	return 0;
 }
 
-static __always_inline int free_enter(struct pt_regs *regs, __u64 address)
+static __always_inline int free_enter(__u64 address)
 {
-	struct free_mark mark = { .ra_slot = PT_REGS_SP(regs) };
 	__u32 tid;
 
 	if (!is_target(&tid) || !address)
 		return 0;
-	/* A free inside realloc & co. (or munmap inside free) belongs to that call. */
-	if (bpf_map_lookup_elem(&inflight, &tid) || inside_free(regs, tid))
+	/* A free inside realloc & co. belongs to that call, already accounted. */
+	if (bpf_map_lookup_elem(&inflight, &tid))
 		return 0;
 	free_key(address);
-	if (!bpf_probe_read_user(&mark.ra, sizeof(mark.ra), (void *)mark.ra_slot))
-		bpf_map_update_elem(&in_free, &tid, &mark, BPF_ANY);
 	return 0;
 }
 
 SEC("uprobe")
 int BPF_KPROBE(malloc_enter, size_t size)
 {
-	return alloc_enter(ctx, size, 0, 0);
+	return alloc_enter(size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(calloc_enter, size_t nmemb, size_t size)
 {
-	return alloc_enter(ctx, nmemb * size, 0, 0);
+	return alloc_enter(nmemb * size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(realloc_enter, void *ptr, size_t size)
 {
-	return alloc_enter(ctx, size, (__u64)ptr, 0);
+	return alloc_enter(size, (__u64)ptr, 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(reallocarray_enter, void *ptr, size_t nmemb, size_t size)
 {
-	return alloc_enter(ctx, nmemb * size, (__u64)ptr, 0);
+	return alloc_enter(nmemb * size, (__u64)ptr, 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(posix_memalign_enter, void **memptr, size_t alignment, size_t size)
 {
-	return alloc_enter(ctx, size, 0, (__u64)memptr);
+	return alloc_enter(size, 0, (__u64)memptr);
 }
 
 /* aligned_alloc and memalign: (alignment, size). */
 SEC("uprobe")
 int BPF_KPROBE(aligned_enter, size_t alignment, size_t size)
 {
-	return alloc_enter(ctx, size, 0, 0);
+	return alloc_enter(size, 0, 0);
 }
 
 /* valloc and pvalloc: (size). */
 SEC("uprobe")
 int BPF_KPROBE(valloc_enter, size_t size)
 {
-	return alloc_enter(ctx, size, 0, 0);
+	return alloc_enter(size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(mmap_enter, void *addr, size_t length)
 {
-	return alloc_enter(ctx, length, 0, 0);
+	return alloc_enter(length, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(mremap_enter, void *old_address, size_t old_size, size_t new_size)
 {
-	return alloc_enter(ctx, new_size, (__u64)old_address, 0);
+	return alloc_enter(new_size, (__u64)old_address, 0);
 }
 
 /* Return of every call above except posix_memalign. */
@@ -547,7 +510,7 @@ int BPF_KRETPROBE(posix_memalign_return, int ret)
 SEC("uprobe")
 int BPF_KPROBE(free_enter_prog, void *address)
 {
-	return free_enter(ctx, (__u64)address);
+	return free_enter((__u64)address);
 }
 
 /* ld.so calls _dl_debug_state after each change of its link map (start-up, dlopen,

@@ -694,62 +694,6 @@ def test_command_held_at_exit_ends_when_memwatcher_is_killed(tmp_path: Path) -> 
         tracer.wait()
 
 
-ARENA_C = r"""
-#include <pthread.h>
-#include <stdlib.h>
-#define THREADS 8
-static void *volatile sink;
-static void *shared[THREADS];
-static volatile int go, done;
-__attribute__((noinline)) void *first_call_is_free(void *arg)
-{
-	while (!go)
-		;
-	free(shared[(long)arg]); /* the thread's first allocator call: glibc maps its arena here */
-	__sync_fetch_and_add(&done, 1);
-	while (done < THREADS) /* all alive at once: no thread inherits another's arena */
-		;
-	return arg;
-}
-__attribute__((noinline)) void *leak_here(void) { void *p = malloc(100); sink = p; return p; }
-int main(void)
-{
-	pthread_t t[THREADS];
-	for (long i = 0; i < THREADS; i++)
-		shared[i] = malloc(1000);
-	for (int i = 0; i < 3; i++)
-		leak_here();
-	for (long i = 0; i < THREADS; i++)
-		pthread_create(&t[i], NULL, first_call_is_free, (void *)i);
-	go = 1;
-	for (int i = 0; i < THREADS; i++)
-		pthread_join(t[i], NULL);
-	return 0;
-}
-"""
-
-
-@requires_bpf
-def test_allocations_inside_free_belong_to_the_free(tmp_path: Path) -> None:
-    """glibc's arena mmap inside a thread's first free() is not a leak (it was 100s of MiB)."""
-    (tmp_path / "arena.c").write_text(ARENA_C)
-    exe = tmp_path / "arena"
-    subprocess.run(["gcc", "-O2", "-g", "-pthread", "-o", str(exe), str(tmp_path / "arena.c")], check=True)
-    out = tmp_path / "arena.json"
-    proc = subprocess.run(
-        [*MEMWATCHER, "memleak", "--command", str(exe), "-f", "json", "--file", str(out), "--top", "100"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(out.read_text().splitlines()[-1])
-    names = {f["symbol"] for s in report["stacks"] for f in s["frames"]}
-    assert not names & {"alloc_new_heap", "new_heap", "_int_new_arena", "arena_get2"}, names
-    leak = [s for s in report["stacks"] if any(f["symbol"] == "leak_here" for f in s["frames"])]
-    assert sum(s["outstanding_allocs"] for s in leak) == 3 and sum(s["outstanding_bytes"] for s in leak) == 300
-
-
 @requires_bpf
 def test_folded_export_carries_every_stack_whatever_top(leaky: Path, tmp_path: Path) -> None:
     out = tmp_path / "leaks.folded"

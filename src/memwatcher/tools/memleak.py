@@ -365,7 +365,6 @@ class _Tracer:
         obj.maps.allocs.max_entries = opts.max_allocs
         obj.maps.combined.max_entries = opts.max_stacks
         obj.maps.inflight.max_entries = opts.max_threads
-        obj.maps.in_free.max_entries = opts.max_threads
         dwarf = stack_flags == _BPF_F_USER_STACK and opts.dwarf_unwind
         obj.rodata.dwarf_unwind = dwarf
         # Only the stack map of the chosen walk gets room.
