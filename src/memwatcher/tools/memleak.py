@@ -600,13 +600,13 @@ class UserMemleak(_Tracer):
             ldso = _find_mapped_library(self.pid, "ld-linux")
         except TargetError:
             return  # statically linked: nothing is loaded later
+        seen = self.obj.bss.dl_updates  # before the probe can move it: no change is missed
         self.obj.programs.dl_debug_state.attach_uprobe(f"/proc/{self.pid}/root{ldso}", "_dl_debug_state", pid=self.pid)
-        watcher = threading.Thread(target=self._watch_loader, name="memleak-loader", daemon=True)
+        watcher = threading.Thread(target=self._watch_loader, args=(seen,), name="memleak-loader", daemon=True)
         self._threads.append(watcher)
         watcher.start()
 
-    def _watch_loader(self) -> None:
-        seen = self.obj.bss.dl_updates
+    def _watch_loader(self, seen: int) -> None:
         while not self._closing.wait(_LOADER_POLL_S):
             count = self.obj.bss.dl_updates
             if count != seen:
