@@ -50,7 +50,7 @@ SEED_RUNS = [
     ("-s -n", "SLAB"),
     ("-a", "ZONE"),
     ("-p", "RECLAIM"),
-    ("-l", "kernel:"),
+    ("-l", "(final):"),  # -t 1: the one report is the final one
     ("-l -P {child}", "pid"),
 ]
 
