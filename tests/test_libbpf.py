@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -208,6 +210,33 @@ def test_close_leaves_nothing_loaded(trigger_path: Path) -> None:
     link.close()
     with pytest.raises(LibbpfError):
         obj.programs.on_sys_enter.attach()
+
+
+def test_close_interrupted_anywhere_frees_each_pointer_once(trigger_path: Path) -> None:
+    # A signal handler raises between two bytecodes of close(); the enclosing `with`
+    # blocks then close again. Tried before every bytecode in turn, in a child process:
+    # freeing a link twice (issue 16's crash) kills it.
+    helper = Path(__file__).with_name("interrupt_close.py")
+    proc = subprocess.run([sys.executable, str(helper), str(trigger_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"status {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    assert int(proc.stdout.split()[-1]) > 20, proc.stdout  # the closing took that many bytecodes
+
+
+def test_programs_maps_and_btf_refuse_use_after_close(trigger_path: Path) -> None:
+    obj = open_trigger(trigger_path)
+    obj.close()
+    for use in (
+        lambda: obj.maps.counts.lookup(0),
+        lambda: obj.maps.events.fd,
+        lambda: obj.programs.on_sys_enter.autoload,
+        lambda: obj.programs.on_sys_enter.attach(),
+        lambda: obj.btf.find("trigger_event", "struct"),
+        lambda: obj.rodata.target_tgid,
+    ):
+        with pytest.raises(LibbpfError, match="after close") as e:
+            use()
+        assert e.value.errno == errno.EBADF
+    assert "closed" in repr(obj.maps.counts)
 
 
 def test_corrupt_object_file(tmp_path: Path) -> None:

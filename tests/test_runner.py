@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -38,3 +40,50 @@ def test_sigterm_stops_after_one_final_sample() -> None:
     assert taken == 1
     assert time.monotonic() - start < 5
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# A handler sets the flag at random moments of wait(), thousands of times. With
+# threading.Event in place of Stop this hangs within ~100 rounds: the handler's
+# Event.set() waits for the lock its own thread holds inside Event.wait().
+_HANDLER_SETS_DURING_WAIT = """
+import random, signal, time
+from memwatcher.runner import Stop
+
+rounds = 0
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    stop = Stop()
+    signal.signal(signal.SIGALRM, lambda signum, frame: stop.set())
+    signal.setitimer(signal.ITIMER_REAL, random.uniform(1e-5, 3e-4))
+    while not stop.wait(5e-5):
+        pass
+    stop.close()
+    rounds += 1
+print(rounds)
+"""
+
+
+def test_signal_handler_setting_stop_during_wait_never_deadlocks() -> None:
+    proc = subprocess.run([sys.executable, "-c", _HANDLER_SETS_DURING_WAIT], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) > 500
+
+
+def test_stop_set_by_another_thread_wakes_an_unbounded_wait() -> None:
+    with stop_on_signals() as stop:
+        threading.Timer(0.1, stop.set).start()
+        start = time.monotonic()
+        assert stop.wait() is True
+    assert time.monotonic() - start < 5
+    stop.set()  # after the block: the pipe is closed, the flag still works
+    assert stop.is_set() and stop.wait(10) is True
+
+
+def test_signals_and_wakeup_fd_are_restored() -> None:
+    before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before)
+    with stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C: sets the flag, raises nothing
+        assert stop.wait(5) is True
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.set_wakeup_fd(before) == before

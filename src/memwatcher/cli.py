@@ -1,13 +1,13 @@
 """The `memwatcher` command: one subcommand per report, plus `doctor`.
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 77 missing privileges
-or kernel support. Errors are one line on stderr, never a traceback.
+or kernel support; 130 or 143 for SIGINT or SIGTERM before a report's own
+handler is in place. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +21,7 @@ from .kernel import require_bpf
 from .objects import objects_dir
 from .options import Count, Duration, Interval, schedule
 from .output import Column, OutputFormat, make_writer
-from .runner import run_periodic, stop_on_signals
+from .runner import exit_on_sigterm, run_periodic, stop_on_signals
 from .tools import report_modules
 
 EXIT_RUNTIME = 1
@@ -237,15 +237,11 @@ def _run() -> None:
     sys.exit(status if isinstance(status, int) else 0)
 
 
-def _terminated(signum: int, frame: object) -> None:
+def main() -> None:
+    """Run the app, turning known errors into one line (``memwatcher.__main__`` is the console entry)."""
     # SIGTERM before a report's own handler is in place (e.g. while loading):
     # unwind through every `with` block, so whatever was loaded is closed.
-    raise SystemExit(128 + signum)
-
-
-def main() -> None:
-    """Console entry point: run the app, turning known errors into one line."""
-    signal.signal(signal.SIGTERM, _terminated)
+    exit_on_sigterm()
     try:
         _run()
     except (PrivilegeError, NotSupportedError) as e:

@@ -13,6 +13,20 @@ reports. The object model follows libbpf's own life cycle:
 
 Closing an object destroys the links and ring buffers made from it, then the
 object itself, in reverse order of creation; every close is idempotent.
+Programs, maps and the BTF of an object live in its memory: after it is
+closed, using them raises :class:`LibbpfError` (EBADF) instead of reading
+freed memory.
+
+Closing is also signal-safe. A Python signal handler (KeyboardInterrupt,
+cli's SystemExit on SIGTERM) runs between bytecodes, in particular right
+after a C call returns: had ``close()`` called ``bpf_link__destroy(p)`` and
+only then cleared ``p``, the handler's exception would leave ``p`` set for
+the next close to free again. Every close therefore takes the pointer out
+of the object first and frees it second (no bytecode between them can run
+a handler). Each pointer libbpf allocates for us is wrapped by ``ffi.gc``,
+so one that is never closed is freed from C when collected, instead of by a
+``__del__`` method: Python runs signal handlers inside ``__del__`` too, and
+an exception raised there is printed and dropped.
 Failures raise :class:`LibbpfError` (an ``OSError``) carrying errno, the
 operation that failed and the lines libbpf logged while doing it.
 """
@@ -232,7 +246,7 @@ class BPFObject:
     """
 
     def __init__(self, ptr: Any, path: Path) -> None:
-        self._ptr = ptr
+        self._ptr: Any = ffi.gc(ptr, lib.bpf_object__close)
         self.path = path
         self.name = ffi.string(lib.bpf_object__name(ptr)).decode()
         self.loaded = False
@@ -251,8 +265,8 @@ class BPFObject:
             m = lib.bpf_object__next_map(ptr, m)
         self.programs: _Named = _Named("program", self.name, progs)
         self.maps: _Named = _Named("map", self.name, maps)
-        btf = BTF(lib.bpf_object__btf(ptr), owned=False) if lib.bpf_object__btf(ptr) != ffi.NULL else None
-        self.btf = btf
+        btf = lib.bpf_object__btf(ptr)
+        self.btf = BTF(btf, owner=self) if btf != ffi.NULL else None
         self.rodata = Variables(self, ".rodata")
         self.bss = Variables(self, ".bss")
         self.data = Variables(self, ".data")
@@ -291,9 +305,9 @@ class BPFObject:
         """Attach every loaded program by its section name; returns the links."""
         return [p.attach() for p in self.programs.values() if p.autoload]
 
-    def _require_open(self) -> None:
+    def _require_open(self, what: str = "") -> None:
         if self._ptr is None:
-            raise LibbpfError(_errno.EBADF, f"use BPF object '{self.name}' after close")
+            raise LibbpfError(_errno.EBADF, f"use {what}BPF object '{self.name}' after close")
 
     def _adopt(self, child: Link | RingBuffer) -> None:
         self._children.append(child)
@@ -305,20 +319,18 @@ class BPFObject:
     def close(self) -> None:
         """Destroy links and ring buffers (newest first), then the object."""
         while self._children:
-            self._children.pop().close()
-        if self._ptr is not None:
-            lib.bpf_object__close(self._ptr)
-            self._ptr = None
+            # Forgotten only once closed: an exception in between leaves it for the next close.
+            self._children[-1].close()
+            self._children.pop()
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            ffi.release(ptr)  # bpf_object__close, now and never again
 
     def __enter__(self) -> BPFObject:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_ptr", None) is not None:
-            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("loaded" if self.loaded else "opened")
@@ -392,9 +404,15 @@ class Program:
 
     def __init__(self, obj: BPFObject, ptr: Any) -> None:
         self._obj = obj
-        self._ptr = ptr
+        self._raw = ptr
         self.name: str = ffi.string(lib.bpf_program__name(ptr)).decode()
         self.section: str = ffi.string(lib.bpf_program__section_name(ptr)).decode()
+
+    @property
+    def _ptr(self) -> Any:
+        """libbpf's program, which lives in the object's memory: only while the object is open."""
+        self._obj._require_open(f"program '{self.name}' of ")
+        return self._raw
 
     @property
     def type_name(self) -> str:
@@ -408,7 +426,6 @@ class Program:
 
     @autoload.setter
     def autoload(self, value: bool) -> None:
-        self._obj._require_open()
         with _Call(f"set autoload of program '{self.name}'") as call:
             call.check(lib.bpf_program__set_autoload(self._ptr, bool(value)))
 
@@ -418,7 +435,6 @@ class Program:
 
     def attach(self) -> Link:
         """Attach as the section name says (tp_btf/..., raw_tp/..., tracepoint/...)."""
-        self._obj._require_open()
         with _Call(f"attach program '{self.name}' ({self.section})") as call:
             ptr = call.check_ptr(lib.bpf_program__attach(self._ptr))
         return self._link(ptr, self.section)
@@ -436,7 +452,6 @@ class Program:
 
         ``pid`` -1 traces every process mapping the binary.
         """
-        self._obj._require_open()
         kind = "uretprobe" if retprobe else "uprobe"
         where = f"{binary}:{function or hex(offset)}"
         opts = ffi.new("struct bpf_uprobe_opts *")
@@ -478,7 +493,7 @@ class Link:
     """An attachment of a program; detached by :meth:`close` (context manager)."""
 
     def __init__(self, ptr: Any, program: str, target: str) -> None:
-        self._ptr = ptr
+        self._ptr: Any = ffi.gc(ptr, lib.bpf_link__destroy)
         self.program = program
         self.target = target
 
@@ -487,9 +502,9 @@ class Link:
         return self._ptr is None
 
     def close(self) -> None:
-        if self._ptr is not None:
-            lib.bpf_link__destroy(self._ptr)
-            self._ptr = None
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            ffi.release(ptr)  # bpf_link__destroy, now and never again
 
     def __enter__(self) -> Link:
         return self
@@ -511,9 +526,15 @@ class Map:
 
     def __init__(self, obj: BPFObject, ptr: Any) -> None:
         self._obj = obj
-        self._ptr = ptr
+        self._raw = ptr
         self.name: str = ffi.string(lib.bpf_map__name(ptr)).decode()
         self._batch_ok: bool | None = None
+
+    @property
+    def _ptr(self) -> Any:
+        """libbpf's map, which lives in the object's memory: only while the object is open."""
+        self._obj._require_open(f"map '{self.name}' of ")
+        return self._raw
 
     @property
     def type_name(self) -> str:
@@ -534,7 +555,6 @@ class Map:
 
     @max_entries.setter
     def max_entries(self, n: int) -> None:
-        self._obj._require_open()
         with _Call(f"set max_entries of map '{self.name}' to {n}") as call:
             call.check(lib.bpf_map__set_max_entries(self._ptr, n))
 
@@ -710,6 +730,8 @@ class Map:
         return got
 
     def __repr__(self) -> str:
+        if self._obj.closed:
+            return f"<Map {self.name} closed>"
         return f"<Map {self.name} {self.type_name} max_entries={self.max_entries}>"
 
 
@@ -850,9 +872,10 @@ class RingBuffer:
         self._set_buffer(np.ones(self.dtype.itemsize * max(batch_records, 1), np.uint8))  # ones: pre-fault pages
         self._count_sink = ffi.new("struct mw_sink *")
         with _Call(f"open ring buffer '{bpf_map.name}'") as call:
-            self._ptr = call.check_ptr(
+            ptr = call.check_ptr(
                 lib.ring_buffer__new(bpf_map.fd, ffi.addressof(lib, "mw_sink_copy"), self._sink, ffi.NULL)
             )
+        self._ptr = ffi.gc(ptr, lib.ring_buffer__free)
         bpf_map._obj._adopt(self)
 
     def _set_buffer(self, buf: np.ndarray) -> None:
@@ -866,11 +889,15 @@ class RingBuffer:
 
     @property
     def epoll_fd(self) -> int:
+        self._require_open()
         return lib.ring_buffer__epoll_fd(self._ptr)
 
-    def _run(self, fn: Any, *args: Any) -> np.ndarray:
+    def _require_open(self) -> None:
         if self._ptr is None:
             raise LibbpfError(_errno.EBADF, f"read ring buffer '{self.map.name}' after close")
+
+    def _run(self, fn: Any, *args: Any) -> np.ndarray:
+        self._require_open()
         self._sink.count = 0
         while True:
             ret = fn(self._ptr, *args)
@@ -901,13 +928,13 @@ class RingBuffer:
         Uses a second consumer whose C callback only counts (it shares the
         ring's consumer position), the cheapest possible drain.
         """
-        if self._ptr is None:
-            raise LibbpfError(_errno.EBADF, f"read ring buffer '{self.map.name}' after close")
+        self._require_open()
         if self._counter is None:
             with _Call(f"open ring buffer '{self.map.name}'") as call:
-                self._counter = call.check_ptr(
+                counter = call.check_ptr(
                     lib.ring_buffer__new(self.map.fd, ffi.addressof(lib, "mw_sink_count"), self._count_sink, ffi.NULL)
                 )
+            self._counter = ffi.gc(counter, lib.ring_buffer__free)
         self._count_sink.count = 0
         ret = lib.ring_buffer__consume(self._counter)
         if ret < 0:
@@ -915,12 +942,12 @@ class RingBuffer:
         return self._count_sink.count
 
     def close(self) -> None:
-        if self._counter is not None:
-            lib.ring_buffer__free(self._counter)
-            self._counter = None
-        if self._ptr is not None:
-            lib.ring_buffer__free(self._ptr)
-            self._ptr = None
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            ffi.release(counter)  # ring_buffer__free
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            ffi.release(ptr)  # ring_buffer__free
 
     def __enter__(self) -> RingBuffer:
         return self
@@ -937,14 +964,23 @@ class BTF:
 
     _vmlinux: BTF | None = None
 
-    def __init__(self, ptr: Any, owned: bool = True) -> None:
-        self._ptr = ptr
-        self._owned = owned
+    def __init__(self, ptr: Any, owner: BPFObject | None = None) -> None:
+        # Parsed BTF is ours to free; an object's BTF is freed with the object.
+        self._raw: Any = ffi.gc(ptr, lib.btf__free) if owner is None else ptr
+        self._owner = owner
+
+    @property
+    def _ptr(self) -> Any:
+        if self._raw is None:
+            raise LibbpfError(_errno.EBADF, "use BTF after close")
+        if self._owner is not None:
+            self._owner._require_open("the BTF of ")
+        return self._raw
 
     @classmethod
     def vmlinux(cls) -> BTF:
         """The running kernel's BTF (/sys/kernel/btf/vmlinux), loaded once."""
-        if cls._vmlinux is None:
+        if cls._vmlinux is None or cls._vmlinux._raw is None:
             with _Call("load kernel BTF") as call:
                 cls._vmlinux = cls(call.check_ptr(lib.btf__load_vmlinux_btf()))
         return cls._vmlinux
@@ -956,12 +992,10 @@ class BTF:
             return cls(call.check_ptr(lib.btf__parse(str(path).encode(), ffi.NULL)))
 
     def close(self) -> None:
-        if self._owned and self._ptr is not None:
-            lib.btf__free(self._ptr)
-        self._ptr = None
-
-    def __del__(self) -> None:
-        self.close()
+        """Free parsed BTF (an object's BTF goes with the object); idempotent."""
+        ptr, self._raw = self._raw, None
+        if ptr is not None and self._owner is None:
+            ffi.release(ptr)  # btf__free
 
     # -- raw access
     _KINDS = {

@@ -1,13 +1,17 @@
-"""The sampling loop every periodic report shares.
+"""The sampling loop every periodic report shares, and how signals end a run.
 
 ``run_periodic`` calls a report's ``sample`` function every ``interval_s``
 until ``count`` samples, ``duration_s`` seconds, SIGINT/SIGTERM, or the
 report itself says stop. Signals only set a flag, so the loop unwinds
-normally and every ``with`` block (BPF objects, links) closes.
+normally and every ``with`` block (BPF objects, links) closes. Before a
+report's loop runs (importing, loading), :func:`exit_on_sigterm` makes
+SIGTERM unwind the same way as Ctrl-C does.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import threading
 import time
@@ -15,7 +19,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Schedule", "run_periodic", "stop_on_signals"]
+__all__ = ["EXIT_SIGTERM", "Schedule", "Stop", "exit_on_sigterm", "run_periodic", "stop_on_signals"]
+
+#: Exit status after a SIGTERM that came before the report's own handler: 128 + 15, as a shell shows it.
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit(143)``: every ``with`` block closes what it holds (main thread)."""
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 @dataclass(frozen=True)
@@ -27,26 +43,105 @@ class Schedule:
     count: int | None = None
 
 
+class Stop:
+    """A request to stop, set by SIGINT/SIGTERM or by any thread; never cleared.
+
+    Used like ``threading.Event`` (``set``, ``is_set``, ``wait``), which a
+    signal handler must not set: Python runs the handler in the main thread
+    between two bytecodes, possibly while that thread holds the event's own
+    lock inside ``Event.wait()``, and ``Event.set()`` then waits for it
+    forever. Here ``set()`` in the main thread takes no lock: it raises a
+    flag and writes a byte to a pipe. ``wait()`` sleeps in ``select()`` on
+    that pipe, which :func:`stop_on_signals` also hands to the C-level signal
+    handler (``signal.set_wakeup_fd``), so a signal that arrives just before
+    the sleep begins still ends it. ``wait()`` is for the main thread and
+    the ``stop_on_signals`` block; ``set()`` and ``is_set()`` work anywhere,
+    at any time.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        fds = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._read: int | None = fds[0]
+        self._write: int | None = fds[1]
+        self._lock = threading.Lock()  # other threads' set() against close(): never a reused fd
+
+    def set(self) -> None:
+        self._flag = True
+        if threading.current_thread() is threading.main_thread():
+            self._wake()  # perhaps in a signal handler: no lock (close() runs in this thread too)
+        else:
+            with self._lock:
+                self._wake()
+
+    def _wake(self) -> None:
+        fd = self._write
+        if fd is not None:
+            try:
+                os.write(fd, b"\0")
+            except BlockingIOError:
+                pass  # full: a waiter wakes anyway
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until set or until ``timeout`` seconds have passed; returns :meth:`is_set`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self._read
+        while not self._flag and fd is not None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if select.select([fd], [], [], left)[0]:
+                _drain(fd)  # signal numbers from the wakeup fd; the flag says whether to stop
+        return self._flag
+
+    def close(self) -> None:
+        """Release the pipe; the flag keeps working."""
+        with self._lock:
+            fds, self._read, self._write = (self._read, self._write), None, None
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT or SIGTERM while the block runs (main thread only)."""
-    stop = threading.Event()
+def stop_on_signals() -> Iterator[Stop]:
+    """A :class:`Stop` set by SIGINT or SIGTERM while the block runs (handlers in the main thread only)."""
+    stop = Stop()
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        try:
+            yield stop
+        finally:
+            stop.close()
         return
 
     def handler(signum: int, frame: object) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(stop._write, warn_on_full_buffer=False)
     try:
-        yield stop
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield stop
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        signal.set_wakeup_fd(previous_fd)
+        stop.close()
 
 
-def run_periodic(schedule: Schedule, sample: Callable[[], bool | None], stop: threading.Event) -> int:
+def run_periodic(schedule: Schedule, sample: Callable[[], bool | None], stop: Stop | threading.Event) -> int:
     """Call ``sample`` on the schedule; it returns False to end early. Returns samples taken.
 
     When ``duration_s`` expires or a signal arrives between ticks, one last

@@ -173,9 +173,11 @@ class DwflFile:
         self._nfiles = _ffi.new("size_t *")
 
     def close(self) -> None:
-        if self._dwfl is not None:
-            self._lib.dwfl_end(self._dwfl)
-            self._dwfl = None
+        # Cleared before the C call: a signal handler raising right after it must not
+        # leave the session for a second close to end again (as libbpf.Link.close).
+        dwfl, self._dwfl = self._dwfl, None
+        if dwfl is not None:
+            self._lib.dwfl_end(dwfl)
 
     def lookup(self, elf_address: int) -> Lookup:
         if self._symbols is None:

@@ -1,0 +1,45 @@
+"""Entry point of the ``memwatcher`` and ``mem_watcher`` commands and of ``python -m memwatcher``.
+
+Signals are set up before the command's own imports, which take about half
+a second: a SIGTERM or Ctrl-C meanwhile ends the command as one during
+loading does (exit 143 or 130, no traceback). Once the command has returned
+(everything closed, its exit status known), they are ignored: one arriving
+while the interpreter shuts down would otherwise be raised where Python can
+only print it, or kill the process after its work is done. memwatcher's
+threads are daemons, so nothing can hold the shutdown up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+
+
+def _run(module: str) -> None:
+    try:
+        try:
+            from .runner import exit_on_sigterm
+
+            exit_on_sigterm()
+            entry = importlib.import_module(module).main
+        except KeyboardInterrupt:
+            sys.exit(130)
+        entry()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def main() -> None:
+    """``memwatcher``: one subcommand per report (memwatcher.cli)."""
+    _run("memwatcher.cli")
+
+
+def compat_main() -> None:
+    """``mem_watcher``: the original tool's short flags (memwatcher.compat)."""
+    _run("memwatcher.compat")
+
+
+if __name__ == "__main__":
+    main()
