@@ -6,7 +6,9 @@ batches through the reports' library APIs (``ProcStat.read``,
 ``latency``) and turns the records into metric families. Nothing slow happens
 during a scrape: no symbolization, no /proc walks, no sleeping. Concurrent
 scrapes are serialized by a lock (paf's per-scrape deltas are accumulated
-into totals, which must happen once per read).
+into totals, which must happen once per read). HTTP is served by
+:class:`~memwatcher.metrics_server.MetricsServer`: one thread, a bounded
+number of connections and a bounded time per client.
 
 Library use::
 
@@ -26,7 +28,9 @@ rss, ``node``/``zone``/``lru``/``kind`` take a handful of values.
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import sys
 import threading
 import time
@@ -36,13 +40,14 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from . import kernel
 from .errors import MemwatcherError
+from .metrics_server import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, MetricsServer
 from .options import Duration
 from .progress import slow_step
 from .reports import REPORT_NAMES, Reports
@@ -406,6 +411,28 @@ def _parse_listen_option(text: str) -> tuple[str, int]:
         raise typer.BadParameter(str(e), param_hint="--listen") from None
 
 
+# File descriptors kept free beyond the connection limit: BPF objects, the
+# listener, a burst of accepted connections about to be closed.
+_FD_MARGIN = 256
+
+
+def ensure_open_files(max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE so that ``max_connections`` sockets fit, or fail with one line.
+
+    Run out of descriptors, a server can neither accept nor answer; the
+    connection limit must be reachable first.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = len(os.listdir("/proc/self/fd")) + max_connections + _FD_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise MemwatcherError(
+                f"--max-connections {max_connections} needs about {need} open files, but the limit is {hard} "
+                "(raise LimitNOFILE= or ulimit -n, or lower --max-connections)"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_command(
@@ -423,6 +450,24 @@ def register(app: typer.Typer) -> None:
         max_processes: Annotated[
             int, typer.Option("--max-processes", min=1, help="Capacity of procstat's in-kernel table.")
         ] = 16384,
+        max_connections: Annotated[
+            int,
+            typer.Option(
+                "--max-connections",
+                min=1,
+                max=65536,
+                help="HTTP connections kept open at most; at the limit the oldest is closed for a new one.",
+            ),
+        ] = DEFAULT_MAX_CONNECTIONS,
+        client_timeout: Annotated[
+            float,
+            typer.Option(
+                "--client-timeout",
+                min=0.1,
+                max=3600,
+                help="Seconds a client has to send its request, and again to take the response.",
+            ),
+        ] = DEFAULT_CLIENT_TIMEOUT_S,
         duration: Duration = None,
     ) -> None:
         """Serve Prometheus metrics from procstat, sysstat, paf and pr over HTTP.
@@ -433,6 +478,7 @@ def register(app: typer.Typer) -> None:
         Example: memwatcher export --listen 127.0.0.1:9464 --top-processes 20
         """
         addr, port = _parse_listen_option(listen)
+        ensure_open_files(max_connections)
         with stop_on_signals() as stop, ExitStack() as stack:
             with slow_step("loading and attaching the procstat, sysstat, paf and pr programs..."):
                 reports = stack.enter_context(Reports(max_processes=max_processes))
@@ -443,12 +489,12 @@ def register(app: typer.Typer) -> None:
             registry = CollectorRegistry()
             registry.register(collector)
             ProcessCollector(namespace="memwatcher_exporter", registry=registry)
+            server = MetricsServer(registry, addr, port, max_connections, client_timeout)
             try:
-                server, thread = start_http_server(port, addr, registry=registry)
+                server.start()
             except OSError as e:
                 raise MemwatcherError(f"cannot listen on {listen}: {e.strerror or e}") from None
-            stack.callback(thread.join, 5)
-            stack.callback(server.server_close)
-            stack.callback(server.shutdown)
+            stack.callback(server.close)  # first: no scrape starts once the reports begin closing
+            registry.register(server)
             print(f"memwatcher: serving metrics on http://{listen}/metrics", file=sys.stderr, flush=True)
             stop.wait(duration)
