@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -87,3 +88,37 @@ def test_signals_and_wakeup_fd_are_restored() -> None:
         assert stop.wait(5) is True
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.set_wakeup_fd(before) == before
+
+
+# SIGTERM arrives while Python runs a weakref callback (as the import system does for every
+# module): the handler's SystemExit is dropped there. It must be neither printed nor lost.
+_DROPPED_IN_CALLBACK = """
+import os, signal, weakref
+from memwatcher.runner import raise_on_signals, received_signal, stop_on_signals
+
+raise_on_signals()
+class Thing:
+    pass
+thing = Thing()
+ref = weakref.ref(thing, lambda ref: os.kill(os.getpid(), signal.SIGTERM))
+del thing
+print("still running after", received_signal())
+with stop_on_signals() as stop:
+    print("stop set:", stop.is_set())
+"""
+
+
+def test_signal_exception_dropped_by_python_is_noted_not_printed() -> None:
+    proc = subprocess.run([sys.executable, "-c", _DROPPED_IN_CALLBACK], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"still running after {int(signal.SIGTERM)}", "stop set: True"]
+    assert proc.stderr == ""
+
+
+def test_raise_on_signals_keeps_an_inherited_ignored_sigint() -> None:
+    script = "from memwatcher.runner import raise_on_signals; import signal; raise_on_signals(); "
+    script += "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    # As a shell starts a background job: SIGINT ignored, which exec keeps.
+    shell = f"trap '' INT; exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    proc = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "True", proc.stderr

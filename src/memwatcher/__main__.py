@@ -2,11 +2,12 @@
 
 Signals are set up before the command's own imports, which take about half
 a second: a SIGTERM or Ctrl-C meanwhile ends the command as one during
-loading does (exit 143 or 130, no traceback). Once the command has returned
-(everything closed, its exit status known), they are ignored: one arriving
-while the interpreter shuts down would otherwise be raised where Python can
-only print it, or kill the process after its work is done. memwatcher's
-threads are daemons, so nothing can hold the shutdown up.
+loading does (exit 143 or 130, no traceback), also when Python dropped the
+exception the signal raised (memwatcher.runner.raise_on_signals). Once the
+command has returned (everything closed, its exit status known), both are
+ignored: one arriving while the interpreter shuts down would be raised where
+Python can only print it, or kill the process after its work is done
+(memwatcher's threads are daemons: nothing holds the shutdown up).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import sys
 def _run(module: str) -> None:
     try:
         try:
-            from .runner import exit_on_sigterm
+            from .runner import raise_on_signals, received_signal
 
-            exit_on_sigterm()
+            raise_on_signals()
             entry = importlib.import_module(module).main
+            if (signum := received_signal()) is not None:  # its exception was dropped during the imports
+                sys.exit(128 + signum)
         except KeyboardInterrupt:
             sys.exit(130)
         entry()

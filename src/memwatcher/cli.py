@@ -21,7 +21,7 @@ from .kernel import require_bpf
 from .objects import objects_dir
 from .options import Count, Duration, Interval, schedule
 from .output import Column, OutputFormat, make_writer
-from .runner import exit_on_sigterm, run_periodic, stop_on_signals
+from .runner import raise_on_signals, run_periodic, stop_on_signals
 from .tools import report_modules
 
 EXIT_RUNTIME = 1
@@ -239,9 +239,9 @@ def _run() -> None:
 
 def main() -> None:
     """Run the app, turning known errors into one line (``memwatcher.__main__`` is the console entry)."""
-    # SIGTERM before a report's own handler is in place (e.g. while loading):
-    # unwind through every `with` block, so whatever was loaded is closed.
-    exit_on_sigterm()
+    # SIGINT or SIGTERM before a report's own handler is in place (e.g. while
+    # loading): unwind through every `with` block, so whatever was loaded is closed.
+    raise_on_signals()
     try:
         _run()
     except (PrivilegeError, NotSupportedError) as e:

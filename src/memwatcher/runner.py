@@ -4,8 +4,8 @@
 until ``count`` samples, ``duration_s`` seconds, SIGINT/SIGTERM, or the
 report itself says stop. Signals only set a flag, so the loop unwinds
 normally and every ``with`` block (BPF objects, links) closes. Before a
-report's loop runs (importing, loading), :func:`exit_on_sigterm` makes
-SIGTERM unwind the same way as Ctrl-C does.
+report's loop runs (importing, probing, loading), :func:`raise_on_signals`
+makes SIGINT and SIGTERM unwind every ``with`` block by an exception.
 """
 
 from __future__ import annotations
@@ -13,25 +13,52 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["EXIT_SIGTERM", "Schedule", "Stop", "exit_on_sigterm", "run_periodic", "stop_on_signals"]
+__all__ = ["Schedule", "Stop", "raise_on_signals", "received_signal", "run_periodic", "stop_on_signals"]
 
-#: Exit status after a SIGTERM that came before the report's own handler: 128 + 15, as a shell shows it.
-EXIT_SIGTERM = 128 + signal.SIGTERM
+# Signals whose handler raised. Python runs a handler between any two bytecodes, also in a
+# __del__ method or a weakref callback (the import system runs some for every module it
+# imports), and there it prints the exception and drops it: the signal would be lost. Its
+# number stays here for the next check (memwatcher.__main__ after the imports, stop_on_signals).
+_received: list[int] = []
 
 
-def _terminated(signum: int, frame: object) -> None:
+def _raise_for(signum: int, frame: object) -> None:
+    _received.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise SystemExit(128 + signum)
 
 
-def exit_on_sigterm() -> None:
-    """Make SIGTERM raise ``SystemExit(143)``: every ``with`` block closes what it holds (main thread)."""
-    signal.signal(signal.SIGTERM, _terminated)
+def _unraisable(unraisable: Any) -> None:
+    if _received and issubclass(unraisable.exc_type, (KeyboardInterrupt, SystemExit)):
+        return  # a signal's exception, dropped where it was raised: noted in _received, not printed
+    sys.__unraisablehook__(unraisable)
+
+
+def raise_on_signals() -> None:
+    """SIGINT raises KeyboardInterrupt and SIGTERM ``SystemExit(143)`` (main thread, until a report's own handler).
+
+    Either exception unwinds every ``with`` block, closing whatever was
+    loaded; the command exits 130 or 143, what a shell shows for a death by
+    that signal. An inherited SIG_IGN for SIGINT (a background job) stays.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _raise_for)
+    signal.signal(signal.SIGTERM, _raise_for)
+    sys.unraisablehook = _unraisable
+
+
+def received_signal() -> int | None:
+    """The first SIGINT or SIGTERM that :func:`raise_on_signals` turned into an exception, if any."""
+    return _received[0] if _received else None
 
 
 @dataclass(frozen=True)
@@ -116,8 +143,13 @@ def _drain(fd: int) -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[Stop]:
-    """A :class:`Stop` set by SIGINT or SIGTERM while the block runs (handlers in the main thread only)."""
+    """A :class:`Stop` set by SIGINT or SIGTERM while the block runs (handlers in the main thread only).
+
+    It is set from the start if an earlier signal's exception was dropped (see :func:`received_signal`).
+    """
     stop = Stop()
+    if received_signal() is not None:
+        stop.set()
     if threading.current_thread() is not threading.main_thread():
         try:
             yield stop
