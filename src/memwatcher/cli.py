@@ -133,7 +133,7 @@ def doctor_command(
         )
         rows = [{"check": c.name, "status": "ok" if c.ok else "MISSING", "detail": c.detail} for c in diagnosis.checks]
         for plan in diagnosis.plans:
-            detail = "; ".join(plan.reasons()) if not plan.runnable else plan.variant
+            detail = "; ".join(plan.reasons() if not plan.runnable else [plan.variant, *plan.without()])
             rows.append({"check": f"report {plan.report}", "status": "ok" if plan.runnable else "NO", "detail": detail})
         writer.write(rows, title=f"kernel {diagnosis.kernel_release}, libbpf {diagnosis.libbpf_version}")
     if not diagnosis.all_runnable:

@@ -105,13 +105,25 @@ def tracepoint_params(name: str) -> list[str] | None:
     return params[1:] if params else None
 
 
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where we may not look (tracefs is root-only: mode 0700)."""
+    try:
+        return path.is_dir()
+    except PermissionError:
+        return False
+
+
 def tracefs_dir(mount: bool = True) -> Path | None:
-    """Path of tracefs, mounting it at /sys/kernel/tracing when absent and allowed."""
+    """Path of a tracefs we can read, mounting it at /sys/kernel/tracing when absent and allowed.
+
+    None without root: nothing memwatcher attaches needs tracefs (tp_btf and raw
+    tracepoints attach by name); it only reads format files, which BTF replaces.
+    """
     for candidate in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")):
-        if (candidate / "events").is_dir():
+        if _is_dir(candidate / "events"):
             return candidate
     target = Path("/sys/kernel/tracing")
-    if not mount or not target.is_dir():
+    if not mount or not _is_dir(target) or not os.access(target, os.R_OK | os.X_OK):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"nodev", str(target).encode(), b"tracefs", 0, None) != 0:
@@ -231,6 +243,10 @@ class Plan:
     @property
     def runnable(self) -> bool:
         return not self.problems and all(h.available for h in self.hooks if h.required)
+
+    def without(self) -> list[str]:
+        """Optional hooks this kernel (or our privileges) lacks: what the report runs without."""
+        return [h.name for h in self.hooks if not h.required and not h.available]
 
     def reasons(self) -> list[str]:
         missing = [h for h in self.hooks if h.required and not h.available]

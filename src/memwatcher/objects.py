@@ -8,7 +8,6 @@ never used stale.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -55,8 +54,6 @@ def object_path(name: str) -> Path:
         if proc.returncode != 0:
             detail = (proc.stderr.strip().splitlines() or ["build.sh failed"])[-1]
             raise ObjectMissingError(f"rebuilding stale BPF object {name}.bpf.o failed: {detail}")
-    if src is not None and (src.parent / f"{name}.h").is_file():
-        shutil.copy2(src.parent / f"{name}.h", _PACKAGE_DIR / f"{name}.h")
     if not obj.is_file():
         raise ObjectMissingError(f"BPF object {obj} is missing: reinstall memwatcher (pip install .)")
     return obj
@@ -64,5 +61,9 @@ def object_path(name: str) -> Path:
 
 def header(name: str) -> Layouts:
     """Record dtypes of report ``name`` (from its shipped ``<name>.h``)."""
-    object_path(name)  # refreshes the shipped header in a source checkout too
-    return load_header(_PACKAGE_DIR / f"{name}.h")
+    object_path(name)
+    # In a source checkout the header next to the BPF source is the truth (read
+    # in place: the package directory may not be ours to write).
+    src = _in_source_tree(name)
+    source_header = src.parent / f"{name}.h" if src is not None else None
+    return load_header(source_header if source_header and source_header.is_file() else _PACKAGE_DIR / f"{name}.h")

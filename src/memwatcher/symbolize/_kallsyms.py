@@ -5,13 +5,13 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from ..errors import MemwatcherError
+from ..errors import PrivilegeError
 
 # Types of symbols that can contain code or data a stack or pointer may point into.
 _TEXT_TYPES = frozenset("tTwW")
 
 
-class KernelSymbolsHidden(MemwatcherError):
+class KernelSymbolsHidden(PrivilegeError):
     """/proc/kallsyms shows only zero addresses (kernel.kptr_restrict, or no CAP_SYSLOG)."""
 
 
@@ -43,8 +43,8 @@ class KernelSymbols:
             entries.append((address, parts[2], module, parts[1].isupper()))
         if entries and not nonzero:
             raise KernelSymbolsHidden(
-                "/proc/kallsyms addresses are hidden (all zero): kernel frames cannot be named; "
-                "run as root with CAP_SYSLOG or lower kernel.kptr_restrict"
+                "kernel frames need CAP_SYSLOG: /proc/kallsyms addresses are hidden (all zero); "
+                "run as root, add CAP_SYSLOG, or lower kernel.kptr_restrict"
             )
         entries.sort(key=lambda e: e[0])
         self._addresses = [e[0] for e in entries]

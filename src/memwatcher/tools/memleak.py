@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import enum
+import errno
 import gzip
 import json
 import os
@@ -55,7 +56,7 @@ import typer
 
 from .. import kernel
 from ..cfi import header_path
-from ..errors import MemwatcherError, NoSuchProcessError
+from ..errors import MemwatcherError, NoSuchProcessError, PrivilegeError
 from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, schedule
@@ -325,7 +326,9 @@ def kernel_programs(params_of: Callable[[str], list[str] | None], percpu: bool =
 def plan() -> kernel.Plan:
     """Hooks of both modes on this kernel (uprobes for user space, tracepoints for --kernel)."""
     programs = kernel_programs(kernel.tracepoint_params, percpu=True)
-    hooks = [kernel.Hook("uprobes (user space)", True, required=True)]
+    uprobe = kernel.probe_features()["uprobe"]
+    # Without uprobes (or the right to create them) --kernel still runs.
+    hooks = [kernel.Hook("uprobes (user space)", uprobe.available, required=False, detail=uprobe.detail)]
     hooks += [kernel.tracepoint_hook(tp) for tp in sorted(set(programs.enabled.values()))]
     variant = "; ".join(programs.variants) or "default"
     return kernel.Plan("memleak", hooks=hooks, variant=variant, problems=programs.problems)
@@ -644,6 +647,11 @@ class UserMemleak(_Tracer):
                     if e.errno in (2, 22):  # ENOENT / EINVAL: no such symbol in the library
                         self.skipped.append(f"{prefix}{name}")
                         continue
+                    if e.errno in (errno.EACCES, errno.EPERM) and not kernel.privileges().cap_sys_admin:
+                        raise PrivilegeError(
+                            f"memleak of a process needs CAP_SYS_ADMIN here: the kernel refuses uprobes "
+                            f"without it ({e.strerror} attaching {prefix}{name})"
+                        ) from None
                     raise
         if f"{prefix}malloc" in self.skipped:
             raise TargetError(f"{binary} has no {prefix}malloc symbol (use --obj for another allocator)")
@@ -671,6 +679,9 @@ class KernelMemleak(_Tracer):
         if pid is not None:
             self.target = f"kernel, pid {pid}"
         try:
+            # Stacks nobody can name are no report: say so (exit 77) before tracing.
+            self._symbolizer = Symbolizer()
+            self._symbolizer.kernel_symbols()
             self.programs = kernel_programs(kernel.tracepoint_params, self.options.percpu)
             if self.programs.problems:
                 raise kernel.NotSupportedError("; ".join(self.programs.problems))

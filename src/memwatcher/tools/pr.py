@@ -44,6 +44,7 @@ import numpy as np
 import typer
 
 from .. import kernel
+from ..errors import NotSupportedError
 from ..libbpf import BTF, BPFObject, LibbpfError, MemwatcherError, RingBuffer, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
@@ -615,7 +616,7 @@ class PageReclaim:
             ok, why = scan_control_status()
             if not ok:
                 if want:
-                    raise MemwatcherError(f"pr: the shrink_node (scan_control) variant is unavailable: {why}")
+                    raise NotSupportedError(f"pr --scan-control (fentry/fexit on shrink_node: {why})")
                 self.scan_control_error = why
                 want = False
         # With scan_control auto, try it with the first tracepoint flavor, then

@@ -1,0 +1,134 @@
+"""The privilege model of the README, checked by running every command as another user (issue 16).
+
+- No capabilities: every report exits 77 with one line naming CAP_BPF and
+  CAP_PERFMON; ``doctor`` still diagnoses (exit 1, "needs root or ...").
+- CAP_BPF + CAP_PERFMON, not root: procstat, sysstat, paf, pr, oom, top and
+  export run (tracefs, root-only, is never needed). ``memleak --kernel`` runs
+  if this user can read kallsyms addresses, else exits 77 naming CAP_SYSLOG;
+  ``memleak --command`` runs where the kernel grants uprobes to CAP_PERFMON,
+  else exits 77 naming CAP_SYS_ADMIN.
+
+Never a traceback. The user is uid/gid 65534 (nobody) through setpriv(1);
+the tests skip where that user cannot run this interpreter (a checkout under
+a private home directory).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import requires_bpf
+
+pytestmark = requires_bpf
+
+_SCRIPT = Path(sys.executable).with_name("memwatcher")
+MEMWATCHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "memwatcher"]
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+BPF_CAPS = ["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
+TIMEOUT_S = 90
+_BAD_STDERR = ("Traceback", "Exception ignored", "Fatal Python error")
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Each report with arguments that end it by itself within seconds.
+REPORTS = {
+    "procstat": ["procstat", "--count", "1", "--top", "3"],
+    "sysstat": ["sysstat", "--count", "1"],
+    "paf": ["paf", "--count", "1"],
+    "pr": ["pr", "--count", "1"],
+    "oom": ["oom", "--duration", "1"],
+    "top": ["top", "--count", "1"],
+    "export": ["export", "--listen", f"127.0.0.1:{_free_port()}", "--duration", "1"],
+    "memleak --kernel": ["memleak", "--kernel", "--duration", "1"],
+    "memleak --command": ["memleak", "--command", "true", "--duration", "5"],
+}
+
+
+def _as_nobody(args: list[str], caps: bool) -> subprocess.CompletedProcess[str]:
+    cmd = [*NOBODY, *(BPF_CAPS if caps else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd="/")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nobody_can_run_us() -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    probe = _as_nobody([sys.executable, "-c", "import memwatcher"], caps=False)
+    if probe.returncode != 0:
+        pytest.skip(f"uid 65534 cannot run {sys.executable}: {probe.stderr.strip()[-200:]}")
+
+
+def _kallsyms_readable_with_bpf_caps() -> bool:
+    """The oracle for memleak --kernel: does that user see kernel addresses?"""
+    head = _as_nobody(["head", "-n", "50", "/proc/kallsyms"], caps=True).stdout.split()
+    return any(word.strip("0") for word in head[::3])
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
+    assert lines, "no error message"
+    return lines[-1]
+
+
+@pytest.mark.parametrize("report", [*REPORTS, "doctor"])
+def test_without_capabilities_every_command_says_what_it_needs(report: str) -> None:
+    args = REPORTS.get(report, ["doctor"])
+    proc = _as_nobody([*MEMWATCHER, *args], caps=False)
+    if report == "doctor":
+        assert proc.returncode == 1, proc.stderr
+        assert "needs root or CAP_BPF+CAP_PERFMON" in proc.stdout
+        assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
+        return
+    assert proc.returncode == 77, (proc.returncode, proc.stderr)
+    line = _one_line_error(proc)
+    assert "CAP_BPF" in line and "CAP_PERFMON" in line, line
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("report", ["procstat", "sysstat", "paf", "pr", "oom", "top", "export"])
+def test_bpf_and_perfmon_are_enough_for_the_reports(report: str) -> None:
+    proc = _as_nobody([*MEMWATCHER, *REPORTS[report]], caps=True)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
+    assert proc.stdout.strip() or report in ("export",), "no output"
+
+
+def test_doctor_with_bpf_and_perfmon() -> None:
+    proc = _as_nobody([*MEMWATCHER, "doctor", "--output", "json"], caps=True)
+    assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
+    diagnosis = json.loads(proc.stdout)
+    assert diagnosis["checks"]["privileges"] == {"ok": True, "detail": "CAP_BPF+CAP_PERFMON"}
+    for report in ("procstat", "sysstat", "paf", "pr", "oom", "memleak"):
+        assert diagnosis["reports"][report]["runnable"], diagnosis["reports"][report]
+
+
+def test_memleak_kernel_needs_kernel_symbols() -> None:
+    proc = _as_nobody([*MEMWATCHER, *REPORTS["memleak --kernel"]], caps=True)
+    if _kallsyms_readable_with_bpf_caps():
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
+    else:
+        assert proc.returncode == 77, (proc.returncode, proc.stderr)
+        assert "CAP_SYSLOG" in _one_line_error(proc)
+
+
+def test_memleak_of_a_command_runs_or_names_cap_sys_admin() -> None:
+    proc = _as_nobody([*MEMWATCHER, *REPORTS["memleak --command"]], caps=True)
+    if proc.returncode == 77:
+        assert "CAP_SYS_ADMIN" in _one_line_error(proc), proc.stderr
+    else:
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+        assert "command exited with status 0" in proc.stderr
+        assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
