@@ -47,7 +47,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 1);	/* user space sizes it to the --pid list */
 	__type(key, __u32);
 	__type(value, __u8);
 } pid_filter SEC(".maps");

@@ -58,7 +58,7 @@ def main() -> None:
     lines += [
         ".SH EXIT STATUS",
         "0 success; 1 runtime error; 2 usage error; 77 missing privileges or kernel support;",
-        "127 memleak \\-\\-command not found.",
+        "126 or 127 memleak \\-\\-command cannot run or does not exist (after it ran, its own status).",
         ".SH SEE ALSO",
         "\\fBmem_watcher\\fR (the original tool's flags, mapped onto these commands), the pages under docs/.",
     ]

@@ -71,17 +71,6 @@ def test_without_privileges_one_line_and_nonzero_exit() -> None:
         assert len(lines) == 1 and "CAP_BPF" in lines[0], (name, proc.stderr)
 
 
-@pytest.mark.parametrize(
-    "args", [("no-such-report",), ("pr", "--bogus"), ("sysstat", "--interval", "0"), ("procstat", "--sort", "nope")]
-)
-def test_usage_errors_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
-    proc = run(*args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("memwatcher: "), proc.stderr
-    assert "--help" in lines[0]
-
-
 def test_objects_are_shipped_inside_the_package() -> None:
     import memwatcher.objects as objects
 

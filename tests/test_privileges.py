@@ -35,6 +35,7 @@ BPF_CAPS = ["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
 TIMEOUT_S = 90
 _BAD_STDERR = ("Traceback", "Exception ignored", "Fatal Python error")
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ handler is in place. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import json
+import resource
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,7 +33,7 @@ app = typer.Typer(
     "Without a command, runs the live dashboard (memwatcher top). Periodic reports also take "
     "BCC-style positional arguments: memwatcher procstat 2 10 = every 2 s, 10 samples.\n\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage error, 77 missing privileges or kernel support, "
-    "127 command not found (memleak --command).",
+    "126 or 127 the command cannot run or does not exist (memleak --command; after it ran, its own status).",
     invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=True,
@@ -242,6 +243,11 @@ def main() -> None:
     # SIGINT or SIGTERM before a report's own handler is in place (e.g. while
     # loading): unwind through every `with` block, so whatever was loaded is closed.
     raise_on_signals()
+    # One fd per --pid (pidfds), per exporter client, per probe link: the soft
+    # limit (often 1024) is a default, not a policy; nothing here uses select(2).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         _run()
     except (PrivilegeError, NotSupportedError) as e:

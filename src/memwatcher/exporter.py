@@ -48,7 +48,7 @@ from prometheus_client.utils import floatToGoString
 from . import kernel
 from .errors import MemwatcherError
 from .metrics_server import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, MetricsServer
-from .options import Duration
+from .options import PID_MAX_LIMIT, Duration
 from .progress import slow_step
 from .reports import REPORT_NAMES, Reports
 from .runner import stop_on_signals
@@ -448,7 +448,8 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--top-processes", "-n", min=0, help="Export per-process metrics of the N largest (rss).")
         ] = 20,
         max_processes: Annotated[
-            int, typer.Option("--max-processes", min=1, help="Capacity of procstat's in-kernel table.")
+            int,
+            typer.Option("--max-processes", min=1, max=PID_MAX_LIMIT, help="Capacity of procstat's in-kernel table."),
         ] = 16384,
         max_connections: Annotated[
             int,

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Schedule", "Stop", "raise_on_signals", "received_signal", "run_periodic", "stop_on_signals"]
+__all__ = ["Schedule", "Stop", "raise_on_signals", "readable", "received_signal", "run_periodic", "stop_on_signals"]
 
 # Signals whose handler raised. Python runs a handler between any two bytecodes, also in a
 # __del__ method or a weakref callback (the import system runs some for every module it
@@ -120,7 +120,7 @@ class Stop:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            if select.select([fd], [], [], left)[0]:
+            if readable([fd], left):
                 _drain(fd)  # signal numbers from the wakeup fd; the flag says whether to stop
         return self._flag
 
@@ -131,6 +131,15 @@ class Stop:
         for fd in fds:
             if fd is not None:
                 os.close(fd)
+
+
+def readable(fds: list[int], timeout_s: float | None) -> set[int]:
+    """Which of ``fds`` are readable (or hung up) within ``timeout_s``; poll(2): any fd number."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    timeout_ms = None if timeout_s is None else max(0, int(timeout_s * 1000 + 0.999))
+    return {fd for fd, _ in poller.poll(timeout_ms)}
 
 
 def _drain(fd: int) -> None:

@@ -37,7 +37,6 @@ import gzip
 import json
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -59,11 +58,11 @@ from ..cfi import header_path
 from ..errors import MemwatcherError, NoSuchProcessError, PrivilegeError
 from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
-from ..options import Count, Duration, Interval, schedule
+from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
 from ..progress import slow_step
 from ..records import load_header
-from ..runner import run_periodic, stop_on_signals
+from ..runner import readable, run_periodic, stop_on_signals
 from ..symbolize import Frame, SymbolizeError, Symbolizer
 from ..unwinder import UnwindStats, UnwindTables
 
@@ -122,7 +121,11 @@ class TargetError(MemwatcherError):
 
 
 class CommandNotFoundError(TargetError):
-    """The command given with --command does not exist or is not executable."""
+    """The command given with --command does not exist (status 127) or cannot be run (126), as a shell says."""
+
+    def __init__(self, message: str, exit_status: int = 127) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 @dataclass(frozen=True)
@@ -506,6 +509,16 @@ class _Tracer:
             self.warnings.append(text)
 
 
+def _why_no_memory(pid: int) -> str:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "it has exited"
+    if re.search(r"^State:\s+[ZX]", status, re.M):
+        return "it has exited (a zombie its parent has not reaped)"
+    return "it is a kernel thread (memleak --kernel --pid traces what it allocates)"
+
+
 def _find_mapped_library(pid: int, obj: str | None) -> str:
     """Path (as the process sees it) of the allocator library mapped by ``pid``."""
     try:
@@ -520,7 +533,7 @@ def _find_mapped_library(pid: int, obj: str | None) -> str:
         if len(parts) == 6 and parts[5].startswith("/") and parts[5] not in paths:
             paths.append(parts[5])
     if not paths:
-        raise TargetError(f"process {pid} has no user memory (a kernel thread?)")
+        raise TargetError(f"process {pid} has no user memory: {_why_no_memory(pid)}")
     if obj:
         for p in paths:
             if p == obj or os.path.basename(p).startswith(os.path.basename(obj)):
@@ -750,8 +763,12 @@ class CommandProcess:
         if not argv:
             raise CommandNotFoundError("empty command")
         path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
-        if path is None or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        if path is None or not os.path.exists(path):
             raise CommandNotFoundError(f"command not found: {argv[0]}")
+        if os.path.isdir(path):
+            raise CommandNotFoundError(f"{argv[0]}: is a directory", 126)
+        if not os.access(path, os.X_OK):
+            raise CommandNotFoundError(f"{argv[0]}: permission denied (not executable)", 126)
         self.path = path
         self.argv = list(argv)
         self.pid = 0
@@ -879,7 +896,7 @@ def _watch_pid(pid: int, gone: threading.Event, stop: threading.Event) -> None:
         return
     try:
         while not stop.is_set():
-            if select.select([fd], [], [], 0.2)[0]:
+            if readable([fd], 0.2):
                 gone.set()
                 stop.set()
     finally:
@@ -1213,14 +1230,20 @@ def register(app: typer.Typer) -> None:
         count: Count = None,
         top: Annotated[int, typer.Option("--top", "-n", min=1, help="Show this many stacks.")] = 10,
         min_age: Annotated[
-            float, typer.Option("--min-age", min=0.0, help="Only allocations older than this many seconds.")
+            float,
+            typer.Option("--min-age", min=0.0, max=MAX_SECONDS, help="Only allocations older than this many seconds."),
         ] = 0.0,
-        min_size: Annotated[int, typer.Option("--min-size", min=0, help="Ignore smaller allocations (bytes).")] = 0,
+        min_size: Annotated[
+            int, typer.Option("--min-size", min=0, max=U64_MAX, help="Ignore smaller allocations (bytes).")
+        ] = 0,
         max_size: Annotated[
-            int | None, typer.Option("--max-size", min=0, help="Ignore larger allocations (bytes).")
+            int | None, typer.Option("--max-size", min=0, max=U64_MAX, help="Ignore larger allocations (bytes).")
         ] = None,
         sample_rate: Annotated[
-            int, typer.Option("--sample-rate", min=1, help="Record one allocation in N (totals are estimates).")
+            int,
+            typer.Option(
+                "--sample-rate", min=1, max=U32_MAX, help="Record one allocation in N (totals are estimates)."
+            ),
         ] = 1,
         combined_only: Annotated[
             bool, typer.Option("--combined-only", help="Read only per-stack totals (no ages; lowest overhead).")
@@ -1243,9 +1266,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = True,
         max_allocs: Annotated[
-            int, typer.Option("--max-allocs", min=1, help="Outstanding allocations BPF can track.")
+            int, typer.Option("--max-allocs", min=1, max=U32_MAX, help="Outstanding allocations BPF can track.")
         ] = 262144,
-        max_stacks: Annotated[int, typer.Option("--max-stacks", min=1, help="Distinct stacks BPF can keep.")] = 16384,
+        max_stacks: Annotated[
+            int, typer.Option("--max-stacks", min=1, max=U32_MAX, help="Distinct stacks BPF can keep.")
+        ] = 16384,
         unwind: Annotated[
             UnwindMode,
             typer.Option(
@@ -1273,6 +1298,14 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("pprof output is binary: give --file PATH or redirect stdout")
         if percpu and not kernel_mode:
             raise typer.BadParameter("--percpu applies to --kernel")
+        if max_size is not None and max_size < min_size:
+            raise typer.BadParameter(f"--max-size {max_size} is below --min-size {min_size}: nothing would be traced")
+        try:
+            argv = shlex.split(command) if command is not None else []
+        except ValueError as e:
+            raise typer.BadParameter(f"{e} in {command!r}", param_hint="--command") from None
+        if command is not None and not argv:
+            raise typer.BadParameter("the command is empty", param_hint="--command")
         kernel.require_bpf()
         if pid is not None and not Path(f"/proc/{pid}").is_dir():
             raise NoSuchProcessError(pid)
@@ -1303,10 +1336,10 @@ def register(app: typer.Typer) -> None:
             proc: CommandProcess | None = None
             if command is not None:
                 try:
-                    proc = CommandProcess(shlex.split(command))
+                    proc = CommandProcess(argv)
                 except CommandNotFoundError as e:
                     print(f"memwatcher: {e}", file=sys.stderr)
-                    raise typer.Exit(127) from None
+                    raise typer.Exit(e.exit_status) from None
                 stack.callback(proc.finish)
                 libs = proc.libraries()
                 exe = os.readlink(f"/proc/{proc.pid}/exe")

@@ -25,7 +25,6 @@ sleeps and is never preempted, or one that has not run since, is not known yet.
 from __future__ import annotations
 
 import os
-import select
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from .. import kernel
 from ..errors import MemwatcherError, NoSuchProcessError
 from ..libbpf import BTF, BPFObject, possible_cpus
 from ..objects import header, object_path
-from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
+from ..options import PID_MAX_LIMIT, Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
 from ..progress import slow_step
-from ..runner import run_periodic, stop_on_signals
+from ..runner import readable, run_periodic, stop_on_signals
 
 __all__ = [
     "SORT_KEYS",
@@ -183,6 +182,7 @@ class ProcStat:
         obj.rodata.direct_percpu_reads = btf.find("bpf_rdonly_cast", "func") is not None
         obj.rodata.filter_pids = bool(self.options.pids)
         obj.maps.procs.max_entries = self.options.max_processes
+        obj.maps.pid_filter.max_entries = max(len(self.options.pids), 1)
         _, learn = _exact_rss_variant(btf)
         obj.programs.learn_cpu_offsets.autoload = learn
         obj.load()
@@ -327,7 +327,7 @@ class _PidWatch:
         """Pids that exited since the last call (they are then forgotten)."""
         if not self.fds:
             return []
-        ready, _, _ = select.select(list(self.fds.values()), [], [], 0)
+        ready = readable(list(self.fds.values()), 0)
         gone = [pid for pid, fd in self.fds.items() if fd in ready]
         for pid in gone:
             del self.fds[pid]
@@ -350,7 +350,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--pages", "-R", help="Table of vsize, data, stack, page tables, swap.")
         ] = False,
         max_processes: Annotated[
-            int, typer.Option("--max-processes", min=1, help="Capacity of the in-kernel table.")
+            int, typer.Option("--max-processes", min=1, max=PID_MAX_LIMIT, help="Capacity of the in-kernel table.")
         ] = 16384,
     ) -> None:
         """Per-process memory (vsize, rss and its parts, swap, data, stack, page tables, peak).
