@@ -169,22 +169,27 @@ __noinline int unwind_find_row(__u32 first, __u32 n, __u32 elf_pc)
 	return lo - 1;
 }
 
-/* The CFI row for a return address, or NULL when no loaded CFI covers it. `*m` is the
- * mapping of the previous frame: most callers are in the same object, no search then. */
-static __always_inline struct unwind_row *unwind_row_of(__u64 pc, struct unwind_mapping **mapping)
+/* The CFI row for a return address, or NULL when no loaded CFI covers it.
+ * `*mapping_idx` is the mapping of the previous frame (-1: none): most callers are
+ * in the same object, no search then. */
+static __always_inline struct unwind_row *unwind_row_of(__u64 pc, __s32 *mapping_idx)
 {
-	struct unwind_mapping *m = *mapping;
+	struct unwind_mapping *m = NULL;
 	__u64 elf_pc;
 	__u32 idx;
 	int i;
 
+	if (*mapping_idx >= 0) {
+		idx = *mapping_idx;
+		m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+	}
 	if (!m || pc < m->start || pc >= m->end) {
 		i = unwind_find_mapping(pc);
+		*mapping_idx = i;
 		if (i < 0)
 			return NULL;
 		idx = i;
 		m = bpf_map_lookup_elem(&unwind_mappings, &idx);
-		*mapping = m;
 	}
 	if (!m || !m->n_rows)
 		return NULL;
@@ -202,15 +207,86 @@ static __always_inline struct unwind_row *unwind_row_of(__u64 pc, struct unwind_
 #define FNV64_OFFSET 0xcbf29ce484222325ULL
 #define FNV64_PRIME 0x100000001b3ULL
 
+/* Where a walk is between frames (per CPU: a walk runs to its end in one probe). */
+struct unwind_walk {
+	__u64 pc, sp, bp, hash;
+	__s32 mapping_idx;
+	__u32 no_cfi;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_walk);
+} unwind_walk SEC(".maps");
+
+/* One frame of the walk: record frame n's pc in ustack_scratch, then find its
+ * caller's pc, sp and rbp. 0: go on; 1: the stack ends (or cannot be followed).
+ * A global function, verified once: inlined in a loop it was verified once per
+ * frame and per allocating program, which made loading take seconds. */
+__noinline int unwind_step(__u32 n)
+{
+	struct memleak_ustack *frames;
+	struct unwind_walk *w;
+	struct unwind_row *r;
+	__u64 cfa, ra, rbp_at, bp;
+	__u8 cfa_rule, rbp_rule;
+	__u32 zero = 0;
+	__u64 slot = n;
+
+	/* Opaque to clang: the bound checked below is the one used to index, not a copy. */
+	asm volatile("" : "+r"(slot));
+	w = bpf_map_lookup_elem(&unwind_walk, &zero);
+	frames = bpf_map_lookup_elem(&ustack_scratch, &zero);
+	if (!w || !frames || slot >= MEMLEAK_STACK_DEPTH)
+		return 1;
+	frames->ips[slot] = w->pc;
+	w->hash = (w->hash ^ w->pc) * FNV64_PRIME;
+	r = unwind_row_of(w->pc, &w->mapping_idx);
+	cfa_rule = r ? r->cfa_rule : UNWIND_CFA_NONE;
+	bp = w->bp;
+	if (cfa_rule == UNWIND_CFA_END)
+		return 1;
+	if (cfa_rule == UNWIND_CFA_NONE) {
+		/* No CFI here: one frame-pointer step (rbp -> saved rbp, return address). */
+		w->no_cfi = 1;
+		if (!bp)
+			return 1;
+		cfa = bp + 16;
+		rbp_rule = UNWIND_RBP_OFFSET;
+		rbp_at = bp;
+	} else if (r && (cfa_rule == UNWIND_CFA_RSP || (cfa_rule == UNWIND_CFA_RBP && bp))) {
+		cfa = (cfa_rule == UNWIND_CFA_RSP ? w->sp : bp) + (__s64)r->cfa_offset;
+		rbp_rule = r->rbp_rule;
+		rbp_at = cfa + (__s64)r->rbp_offset;
+	} else {
+		__sync_fetch_and_add(&unwind_unsupported, 1);
+		return 1;
+	}
+	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) ||
+	    (rbp_rule == UNWIND_RBP_OFFSET && bpf_probe_read_user(&bp, sizeof(bp), (void *)rbp_at))) {
+		/* An unreadable frame pointer is how such a chain ends: not an error. */
+		if (cfa_rule != UNWIND_CFA_NONE)
+			__sync_fetch_and_add(&unwind_read_errors, 1);
+		return 1;
+	}
+	if (rbp_rule == UNWIND_RBP_UNSUPPORTED)
+		bp = 0; /* unknown from here on */
+	if (!ra)
+		return 1;
+	w->bp = bp;
+	w->sp = cfa;
+	w->pc = ra;
+	return 0;
+}
+
 /* Walk the user stack from an allocator's return with the CFI rows and intern the
  * frames in `ustacks`; the id is a hash of the frames (>= 0) or a negative error. */
 static __always_inline __s64 dwarf_stack_id(struct pt_regs *regs)
 {
-	__u64 pc = PT_REGS_IP(regs), sp = PT_REGS_SP(regs), bp = PT_REGS_FP(regs);
-	__u64 hash = FNV64_OFFSET, cfa, ra;
-	struct unwind_mapping *mapping = NULL;
 	struct memleak_ustack *frames;
-	bool no_cfi = false;
+	struct unwind_walk *w;
 	__u32 zero = 0;
 	__s64 id;
 	/* int: before Linux 6.4 the map operations the JIT calls directly (hash maps)
@@ -218,47 +294,19 @@ static __always_inline __s64 dwarf_stack_id(struct pt_regs *regs)
 	int err;
 	int n;
 
+	w = bpf_map_lookup_elem(&unwind_walk, &zero);
 	frames = bpf_map_lookup_elem(&ustack_scratch, &zero);
-	if (!frames)
+	if (!w || !frames)
 		return -1;
+	w->pc = PT_REGS_IP(regs);
+	w->sp = PT_REGS_SP(regs);
+	w->bp = PT_REGS_FP(regs);
+	w->hash = FNV64_OFFSET;
+	w->mapping_idx = -1;
+	w->no_cfi = 0;
 	for (n = 0; n < MEMLEAK_STACK_DEPTH; n++) {
-		struct unwind_row *r = unwind_row_of(pc, &mapping);
-		__u8 cfa_rule = r ? r->cfa_rule : UNWIND_CFA_NONE, rbp_rule;
-		__u64 rbp_at;
-
-		frames->ips[n] = pc;
-		hash = (hash ^ pc) * FNV64_PRIME;
-		if (cfa_rule == UNWIND_CFA_END)
+		if (unwind_step(n))
 			break;
-		if (cfa_rule == UNWIND_CFA_NONE) {
-			/* No CFI here: one frame-pointer step (rbp -> saved rbp, return address). */
-			no_cfi = true;
-			if (!bp)
-				break;
-			cfa = bp + 16;
-			rbp_rule = UNWIND_RBP_OFFSET;
-			rbp_at = bp;
-		} else if (r && (cfa_rule == UNWIND_CFA_RSP || (cfa_rule == UNWIND_CFA_RBP && bp))) {
-			cfa = (cfa_rule == UNWIND_CFA_RSP ? sp : bp) + (__s64)r->cfa_offset;
-			rbp_rule = r->rbp_rule;
-			rbp_at = cfa + (__s64)r->rbp_offset;
-		} else {
-			__sync_fetch_and_add(&unwind_unsupported, 1);
-			break;
-		}
-		if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) ||
-		    (rbp_rule == UNWIND_RBP_OFFSET && bpf_probe_read_user(&bp, sizeof(bp), (void *)rbp_at))) {
-			/* An unreadable frame pointer is how such a chain ends: not an error. */
-			if (cfa_rule != UNWIND_CFA_NONE)
-				__sync_fetch_and_add(&unwind_read_errors, 1);
-			break;
-		}
-		if (rbp_rule == UNWIND_RBP_UNSUPPORTED)
-			bp = 0; /* unknown from here on */
-		if (!ra)
-			break;
-		sp = cfa;
-		pc = ra;
 	}
 	/* Leaving by the loop condition (not a break) means a caller did not fit. The
 	 * condition is also what keeps the loop's back-edge a conditional jump, which
@@ -267,9 +315,9 @@ static __always_inline __s64 dwarf_stack_id(struct pt_regs *regs)
 		__sync_fetch_and_add(&unwind_truncated, 1);
 	else if (n < MEMLEAK_STACK_DEPTH - 1)
 		frames->ips[n + 1] = 0;
-	if (no_cfi)
+	if (w->no_cfi)
 		__sync_fetch_and_add(&unwind_no_cfi, 1);
-	id = hash & 0x7fffffffffffffffULL;
+	id = w->hash & 0x7fffffffffffffffULL;
 	err = bpf_map_update_elem(&ustacks, &id, frames, BPF_NOEXIST);
 	if (err && err != -EEXIST)
 		return err;
