@@ -17,6 +17,7 @@ apt_packages=(
   util-linux            # setpriv, unshare: privilege and wheel tests
   elfutils              # eu-addr2line: symbolization agreement test
   prometheus            # a real server scrapes the exporter in its test
+  golang-go             # go tool pprof: a real reader of memleak's pprof output
 )
 missing=()
 for p in "${apt_packages[@]}"; do

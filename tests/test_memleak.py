@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -609,6 +611,54 @@ def test_pprof_decodes_to_the_report() -> None:
     assert first["values"] == [2, 4096] and second["values"] == [1, 100]
     # The inlined helper and leaker share one location (innermost line first), then main.
     assert [profile["location_names"][i] for i in first["locations"]] == [["helper", "leaker"], ["main"]]
+
+
+def _go_pprof_raw(profile: Path, home: Path) -> str:
+    """``go tool pprof -raw``: Go's own reader (golang-go, from scripts/install.sh)."""
+    env = {**os.environ, "HOME": str(home), "PPROF_TMPDIR": str(home)}
+    proc = subprocess.run(["go", "tool", "pprof", "-raw", str(profile)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@requires_bpf
+@pytest.mark.skipif(shutil.which("go") is None, reason="needs Go's pprof (golang-go, scripts/install.sh)")
+def test_pprof_reads_in_go_pprof_with_mappings_period_and_duration(leaky: Path, tmp_path: Path) -> None:
+    out = tmp_path / "leaks.pb.gz"
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", f"{leaky} run", "-f", "pprof", "--file", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    raw = _go_pprof_raw(out, tmp_path)
+    head, _, rest = raw.partition("Samples:")
+    samples_text, _, rest = rest.partition("Locations")
+    locations_text, _, mappings_text = rest.partition("Mappings")
+    assert "PeriodType: allocations count" in head and re.search(r"^Period: 1$", head, re.M), head
+    duration_ms = float(re.search(r"^Duration: ([\d.]+)", head, re.M).group(1).rstrip("."))  # pprof prints ms
+    assert duration_ms > 0, head
+    # Mappings: the executable first (pprof's "main binary"), with its GNU build id as readelf shows it.
+    mappings = [line.split() for line in mappings_text.strip().splitlines()]
+    assert mappings[0][2] == str(leaky), mappings
+    notes = subprocess.run(["readelf", "-n", str(leaky)], capture_output=True, text=True).stdout
+    assert mappings[0][3] == re.search(r"Build ID: ([0-9a-f]+)", notes).group(1)
+    assert any(m[2].endswith(("libc.so.6",)) for m in mappings), mappings
+    # Each location names its mapping; each sample's leaf function carries the exact leak.
+    leaf_of = {}
+    for line in locations_text.strip().splitlines():
+        match = re.match(r"\s*(\d+): 0x[0-9a-f]+ M=(\d+) (\S+)", line)
+        if match:
+            assert int(match.group(2)) >= 1, line
+            leaf_of[match.group(1)] = match.group(3)
+    leaves = {}
+    for line in samples_text.strip().splitlines()[1:]:
+        values, _, ids = line.partition(":")
+        if ids.split():
+            leaves.setdefault(leaf_of[ids.split()[0]], [int(v) for v in values.split()])
+    for func, (count, size) in EXPECTED.items():
+        assert leaves.get(func) == [count, count * size], (func, leaves.get(func))
 
 
 def test_json_report_shape() -> None:

@@ -235,6 +235,7 @@ class LeakReport:
     allocations: list[OutstandingAllocation] = field(default_factory=list)
     final: bool = False
     unwind: UnwindReport | None = None  # user space only
+    traced_s: float = 0.0  # since the probes were attached
 
     @property
     def lost(self) -> dict[str, int]:
@@ -357,6 +358,7 @@ class _Tracer:
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self.warnings: list[str] = []
+        self._attached_ns = time.monotonic_ns()  # set again by subclasses once attached
 
     def _open(self, programs: set[str], stack_flags: int) -> BPFObject:
         opts = self.options
@@ -466,6 +468,7 @@ class _Tracer:
             missed_frees=bss.missed_frees,
             allocations=allocations,
             unwind=self._unwind_report(bss),
+            traced_s=(time.monotonic_ns() - self._attached_ns) / 1e9,
         )
 
     def _unwind_report(self, bss: Any) -> UnwindReport | None:
@@ -589,6 +592,7 @@ class UserMemleak(_Tracer):
             self._attach(binary, symbol_prefix)
             if self.dwarf:
                 self._attach_loader()
+            self._attached_ns = time.monotonic_ns()
         except BaseException:
             self.close()
             raise
@@ -705,6 +709,7 @@ class KernelMemleak(_Tracer):
             obj.load()
             for prog in self.programs.enabled:
                 obj.programs[prog].attach()
+            self._attached_ns = time.monotonic_ns()
         except BaseException:
             self.close()
             raise
@@ -1084,8 +1089,46 @@ def _pb_packed(field_no: int, values: Sequence[int]) -> bytes:
     return _pb_bytes(field_no, b"".join(_varint(v) for v in values)) if values else b""
 
 
+@dataclass
+class _PprofMapping:
+    id: int
+    start: int  # the load bias: address - ELF address (0 for the kernel)
+    limit: int
+    build_id: str
+
+
+def _pprof_mappings(report: LeakReport) -> dict[str, _PprofMapping]:
+    """One mapping per object the frames are in, the executable first (pprof's "main binary").
+
+    The range covers the addresses seen in the report (the report does not carry the
+    target's memory map); ``start`` is chosen so that address - start is the ELF
+    address, which is what pprof wants for a file offset of 0.
+    """
+    seen: dict[str, _PprofMapping] = {}
+    for stack in report.stacks:
+        for f in stack.frames:
+            if f.module is None:
+                continue
+            bias = f.address - f.elf_address if f.elf_address is not None else 0
+            m = seen.get(f.module)
+            if m is None:
+                seen[f.module] = _PprofMapping(0, min(bias, f.address), f.address + 1, f.build_id or "")
+            else:
+                m.start = min(m.start, bias, f.address)
+                m.limit = max(m.limit, f.address + 1)
+    # The executable: the first object that is not a shared library (kernel: vmlinux).
+    main = next((name for name in seen if name == "vmlinux" or ".so" not in os.path.basename(name)), None)
+    ordered = ([main] if main else []) + [name for name in seen if name != main]
+    mappings = {name: seen[name] for name in ordered}
+    for number, m in enumerate(mappings.values(), 1):
+        m.id = number
+    return mappings
+
+
 def encode_pprof(report: LeakReport) -> bytes:
-    """The report as a gzipped pprof ``profile.proto`` (inuse_objects, inuse_space)."""
+    """The report as a gzipped pprof ``profile.proto``: samples (inuse_objects,
+    inuse_space), locations with their mappings, functions, the period (one
+    recorded allocation stands for ``sample_rate``) and the time traced."""
     strings: dict[str, int] = {"": 0}
 
     def s(text: str) -> int:
@@ -1093,6 +1136,7 @@ def encode_pprof(report: LeakReport) -> bytes:
 
     functions: dict[tuple[str, str], int] = {}
     locations: dict[tuple[int, tuple], int] = {}
+    mappings = _pprof_mappings(report)
     body = bytearray()
     value_types = [("inuse_objects", "count"), ("inuse_space", "bytes")]
     for kind, unit in value_types:
@@ -1124,16 +1168,41 @@ def encode_pprof(report: LeakReport) -> bytes:
                             + _pb_int(4, s(fkey[1])),
                         )
                     lines += _pb_bytes(4, _pb_int(1, functions[fkey]) + _pb_int(2, f.line or 0))
-                loc_msgs += _pb_bytes(4, _pb_int(1, locations[key]) + _pb_int(3, address) + bytes(lines))
+                mapping = mappings.get(frames[0].module or "")
+                loc_msgs += _pb_bytes(
+                    4,
+                    _pb_int(1, locations[key])
+                    + _pb_int(2, mapping.id if mapping else 0)
+                    + _pb_int(3, address)
+                    + bytes(lines),
+                )
             loc_ids.append(locations[key])
         body += _pb_bytes(
             2, _pb_packed(1, loc_ids) + _pb_packed(2, [stack.outstanding_allocs, stack.outstanding_bytes])
         )
+    for name, m in mappings.items():
+        symbolized = any(f.function for st in report.stacks for f in st.frames if f.module == name)
+        body += _pb_bytes(
+            3,
+            _pb_int(1, m.id)
+            + _pb_int(2, m.start)
+            + _pb_int(3, m.limit)
+            + _pb_int(5, s("[kernel.kallsyms]" if name == "vmlinux" else name))
+            + _pb_int(6, s(m.build_id) if m.build_id else 0)
+            + _pb_int(7, int(symbolized))  # has_functions
+            + _pb_int(8, int(symbolized))  # has_filenames
+            + _pb_int(9, int(symbolized))  # has_line_numbers
+            + _pb_int(10, int(symbolized)),  # has_inline_frames
+        )
     body += loc_msgs + func_msgs
-    for text in strings:  # insertion order is index order
-        body += _pb_bytes(6, text.encode())
     body += _pb_int(9, time.time_ns())
-    body += _pb_int(14, s("inuse_space")) if "inuse_space" in strings else b""
+    body += _pb_int(10, int(report.traced_s * 1e9))  # duration_nanos
+    body += _pb_bytes(11, _pb_int(1, s("allocations")) + _pb_int(2, s("count")))  # period_type
+    body += _pb_int(12, report.sample_rate)  # period
+    body += _pb_int(14, s("inuse_space"))  # default_sample_type
+    # Last: every string above has its index by now (insertion order is index order).
+    for text in strings:
+        body += _pb_bytes(6, text.encode())
     return gzip.compress(bytes(body))
 
 
