@@ -43,6 +43,8 @@ __u64 unwind_unsupported = 0;  /* stacks stopped at a CFI rule the walk cannot f
 __u64 unwind_truncated = 0;    /* stacks cut at MEMLEAK_STACK_DEPTH frames */
 __u64 unwind_read_errors = 0;  /* stacks stopped at stack memory that could not be read */
 __u64 dl_updates = 0;          /* _dl_debug_state calls: the dynamic loader changed its link map */
+__u64 target_execs = 0;        /* execve calls of the target (--pid): its old image's memory is gone */
+__u64 target_exec_ns = 0;      /* bpf_ktime_get_ns() of the last one */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -559,6 +561,27 @@ SEC("uprobe")
 int BPF_KPROBE(free_enter_prog, void *address)
 {
 	return free_enter((__u64)address);
+}
+
+/* The target replaced its program: what its old image had outstanding went with its
+ * address space. User space forgets the allocations older than this (forget_alloc). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(target_exec, struct task_struct *p)
+{
+	if (!target_tgid || BPF_CORE_READ(p, tgid) != target_tgid)
+		return 0;
+	target_exec_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&target_execs, 1);
+	return 0;
+}
+
+/* Run by user space (BPF_PROG_TEST_RUN, ctx[0] = the address) for each allocation an
+ * exec left behind: the accounting of a free, atomic against the probes. */
+SEC("raw_tp")
+int forget_alloc(__u64 *ctx)
+{
+	free_key(ctx[0]);
+	return 0;
 }
 
 /* ld.so calls _dl_debug_state after each change of its link map (start-up, dlopen,

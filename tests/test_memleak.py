@@ -156,6 +156,13 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 20000; i++) sink = leak_many();
 		return 0;
 	}
+	if (!strcmp(mode, "exec")) { /* --pid: leak, then exec into "wait" (those leaks die) */
+		say("ready");
+		if (!wait_line("go")) return 1;
+		for (int i = 0; i < 9; i++) sink = leak_late();
+		execl("/proc/self/exe", argv[0], "wait", (char *)NULL);
+		return 1;
+	}
 	if (!strcmp(mode, "wait")) { /* --pid: leak on request */
 		say("ready");
 		if (!wait_line("go")) return 1;
@@ -309,6 +316,29 @@ def test_pid_exact_leaks_and_min_age(leaky: Path) -> None:
             assert sorted(a.size_bytes for a in shown.allocations if a.stack_id == late_id) == [77] * 9
             combined = leaks.read(top=None)
             assert combined.lost_allocs == combined.lost_inflight == 0
+
+
+@requires_bpf
+def test_pid_exec_drops_what_the_old_image_left(leaky: Path) -> None:
+    """--pid across execve: the old image's allocations are gone, the new one's are exact."""
+    with _child([str(leaky), "exec"]) as child:
+        with UserMemleak(child.proc.pid) as leaks:
+            child.send("go", expect="ready")  # 9 x 77 B leaked, then exec: the new image is ready
+            child.send("go")
+
+            def phantoms(report: dict) -> list[dict]:
+                # The old image's 9 x 77 B (its addresses no longer name leak_late: match the sizes).
+                return [s for s in report["stacks"] if (s["outstanding_allocs"], s["outstanding_bytes"]) == (9, 693)]
+
+            deadline = time.monotonic() + 10
+            while True:  # the exec is noticed within a poll interval
+                report = report_json(leaks.read(top=None))
+                if not phantoms(report) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert not phantoms(report), "the old image's leaks were kept"
+            check_exact_leaks(report, "leaky.c")
+            assert report["lost_allocs"] == 0
 
 
 @requires_bpf

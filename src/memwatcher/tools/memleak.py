@@ -105,7 +105,11 @@ USER_FUNCTIONS: dict[str, tuple[str, str | None]] = {
     "munmap": ("free_enter_prog", None),
     "mremap": ("mremap_enter", "alloc_return"),
 }
-_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {"dl_debug_state"}
+_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {
+    "dl_debug_state",
+    "target_exec",
+    "forget_alloc",
+}
 
 _BPF_F_USER_STACK = 1 << 8  # include/uapi/linux/bpf.h, stable ABI
 _LIBC = re.compile(r"(^|/)libc(\.so|-\d[\d.]*\.so)")
@@ -590,8 +594,22 @@ class UserMemleak(_Tracer):
                 )
                 self.refresh_unwind_tables()
             self._attach(binary, symbol_prefix)
-            if self.dwarf:
-                self._attach_loader()
+            bss = obj.bss
+            seen = (bss.dl_updates, bss.target_execs)  # before the probes below can move them
+            follow_loader = self.dwarf and self._attach_loader()
+            # A command memwatcher started is ptraced: its execs are seen there.
+            follow_exec = not traced_command
+            if follow_exec:
+                obj.programs.target_exec.attach()
+            if follow_loader or follow_exec:
+                watcher = threading.Thread(
+                    target=self._watch_target,
+                    args=seen,
+                    name="memleak-watch",
+                    daemon=True,
+                )
+                self._threads.append(watcher)
+                watcher.start()
             self._attached_ns = time.monotonic_ns()
         except BaseException:
             self.close()
@@ -614,24 +632,36 @@ class UserMemleak(_Tracer):
         except OSError:
             pass  # the process is gone: its last tables stay as they were
 
-    def _attach_loader(self) -> None:
+    def _attach_loader(self) -> bool:
         """Follow the dynamic loader (dlopen, dlclose) so new objects get unwind tables."""
         try:
             ldso = _find_mapped_library(self.pid, "ld-linux")
         except TargetError:
-            return  # statically linked: nothing is loaded later
-        seen = self.obj.bss.dl_updates  # before the probe can move it: no change is missed
+            return False  # statically linked: nothing is loaded later
         self.obj.programs.dl_debug_state.attach_uprobe(f"/proc/{self.pid}/root{ldso}", "_dl_debug_state", pid=self.pid)
-        watcher = threading.Thread(target=self._watch_loader, args=(seen,), name="memleak-loader", daemon=True)
-        self._threads.append(watcher)
-        watcher.start()
+        return True
 
-    def _watch_loader(self, seen: int) -> None:
+    def _watch_target(self, dl_seen: int, execs_seen: int) -> None:
+        """Counts read before the probes could move them, so no change is missed."""
         while not self._closing.wait(_LOADER_POLL_S):
-            count = self.obj.bss.dl_updates
-            if count != seen:
-                seen = count
+            bss = self.obj.bss
+            dl_updates, execs = bss.dl_updates, bss.target_execs
+            if execs != execs_seen:
+                execs_seen = execs
+                self.forget_before(bss.target_exec_ns)
+            elif dl_updates != dl_seen:
                 self.refresh_unwind_tables()
+            dl_seen = dl_updates
+
+    def forget_before(self, exec_ns: int) -> int:
+        """Forget allocations made before ``exec_ns`` (an exec of a --pid target); returns how many."""
+        keys, values = self.obj.maps.allocs.read_all(np.uint64, self._layouts.memleak_alloc)
+        forget = self.obj.programs.forget_alloc
+        stale = keys[values["ts_ns"] < exec_ns]
+        for key in stale:
+            forget.test_run(np.array([key], dtype=np.uint64).tobytes())
+        self.refresh_unwind_tables()
+        return len(stale)
 
     def _unwind_report(self, bss: Any) -> UnwindReport:
         if not self.dwarf:
