@@ -71,6 +71,42 @@ def test_without_privileges_one_line_and_nonzero_exit() -> None:
         assert len(lines) == 1 and "CAP_BPF" in lines[0], (name, proc.stderr)
 
 
+def test_each_short_flag_means_one_thing_in_every_command() -> None:
+    """-n is always --top, -o always --output, ...: a short flag learned on one report holds on all."""
+    import typer
+
+    from memwatcher.cli import app
+
+    # Parameters that are one idea under two Python names.
+    same = {"top_processes": "top", "fmt": "output"}
+    meanings: dict[str, set[str]] = {}
+    for sub in typer.main.get_command(app).commands.values():
+        for param in sub.params:
+            names = [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]
+            for short in (n for n in names if len(n) == 2):
+                meanings.setdefault(short, set()).add(same.get(param.name, param.name))
+    assert {short: uses for short, uses in meanings.items() if len(uses) > 1} == {}
+    # BCC memleak's flags mean what they mean there.
+    memleak = {n: p.name for p in typer.main.get_command(app).commands["memleak"].params for n in p.opts}
+    assert {f: memleak[f] for f in ("-p", "-c", "-a", "-T", "-z", "-Z", "-s", "-O", "--older")} == {
+        "-p": "pid",
+        "-c": "command",
+        "-a": "show_allocs",
+        "-T": "top",
+        "-z": "min_size",
+        "-Z": "max_size",
+        "-s": "sample_rate",
+        "-O": "obj",
+        "--older": "older_ms",
+    }
+
+
+@pytest.mark.parametrize("command", ["memleak", "sysstat", "doctor", "export"])
+def test_dash_h_is_help(command: str) -> None:
+    proc = run(command, "-h")
+    assert proc.returncode == 0 and "Usage: memwatcher " + command in " ".join(proc.stdout.split()), proc.stderr
+
+
 def test_objects_are_shipped_inside_the_package() -> None:
     import memwatcher.objects as objects
 

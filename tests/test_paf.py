@@ -251,7 +251,7 @@ def test_decoder_matches_trace_output() -> None:
 @requires_bpf
 def test_cli_json() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "memwatcher.cli", "paf", "-c", "2", "-i", "0.3", "-o", "json"],
+        [sys.executable, "-m", "memwatcher.cli", "paf", "--count", "2", "-i", "0.3", "-o", "json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -280,7 +280,7 @@ def test_cli_json() -> None:
 @requires_bpf
 def test_cli_missing_pid() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "memwatcher.cli", "paf", "--pid", "999999999", "-c", "1"],
+        [sys.executable, "-m", "memwatcher.cli", "paf", "--pid", "999999999", "--count", "1"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -294,7 +294,7 @@ def test_cli_events_runs() -> None:
     # Failures and kswapd wakeups cannot be caused safely here; this checks the
     # events variant loads, attaches and exits cleanly.
     proc = subprocess.run(
-        [sys.executable, "-m", "memwatcher.cli", "paf", "--events", "-c", "1", "-i", "0.2", "-o", "json"],
+        [sys.executable, "-m", "memwatcher.cli", "paf", "--events", "--count", "1", "-i", "0.2", "-o", "json"],
         capture_output=True,
         text=True,
         timeout=60,

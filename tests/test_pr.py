@@ -365,14 +365,14 @@ def test_memcg_reclaim_matches_vmstat(memcg: Cgroup) -> None:
 @requires_bpf
 def test_cli_views_run_and_validate_options() -> None:
     proc = subprocess.run(
-        [*MEMWATCHER, "pr", "--events", "-i", "0.2", "-c", "2", "-o", "json"],
+        [*MEMWATCHER, "pr", "--events", "-i", "0.2", "--count", "2", "-o", "json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
     proc = subprocess.run(
-        [*MEMWATCHER, "pr", "--per-node", "-i", "0.2", "-c", "1", "-o", "csv"],
+        [*MEMWATCHER, "pr", "--per-node", "-i", "0.2", "--count", "1", "-o", "csv"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -383,7 +383,7 @@ def test_cli_views_run_and_validate_options() -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     # The scan_control view needs the shrink_node variant: rows where it loads, one line where not.
     proc = subprocess.run(
-        [*MEMWATCHER, "pr", "--scan-control", "-i", "0.2", "-c", "1", "-o", "csv"],
+        [*MEMWATCHER, "pr", "--scan-control", "-i", "0.2", "--count", "1", "-o", "csv"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -243,7 +243,7 @@ def test_full_map_counts_drops() -> None:
 
 @requires_bpf
 def test_cli_json_lines_carry_every_key(child: Child) -> None:
-    proc = run_cli("-o", "json", "-i", "0.3", "-c", "2", "--pid", str(child.pid))
+    proc = run_cli("-o", "json", "-i", "0.3", "--count", "2", "--pid", str(child.pid))
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows and all(r["pid"] == child.pid for r in rows)
@@ -260,7 +260,7 @@ def test_cli_json_lines_carry_every_key(child: Child) -> None:
 
 @requires_bpf
 def test_cli_csv_has_header(child: Child) -> None:
-    proc = run_cli("-o", "csv", "-i", "0.2", "-c", "1", "--pid", str(child.pid))
+    proc = run_cli("-o", "csv", "-i", "0.2", "--count", "1", "--pid", str(child.pid))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split(",")[:4] == ["time", "pid", "comm", "vsize_bytes"]
@@ -269,11 +269,11 @@ def test_cli_csv_has_header(child: Child) -> None:
 
 @requires_bpf
 def test_cli_table_views(child: Child) -> None:
-    proc = run_cli("-i", "0.2", "-c", "1", "--pid", str(child.pid), "-R")
+    proc = run_cli("-i", "0.2", "--count", "1", "--pid", str(child.pid), "-R")
     assert proc.returncode == 0, proc.stderr
     header = proc.stdout.splitlines()[1].split()
     assert header == ["PID", "COMM", "VSIZE", "DATA", "STACK", "PTE", "SWAP"]
-    proc = run_cli("-i", "0.2", "-c", "1", "--top", "3", "--sort", "vsize")
+    proc = run_cli("-i", "0.2", "--count", "1", "--top", "3", "--sort", "vsize")
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line]
     assert lines[1].split()[:4] == ["PID", "COMM", "VSIZE", "RSS"]

@@ -329,7 +329,7 @@ def test_cli_json_has_every_key_and_count_stops() -> None:
 
 @requires_bpf
 def test_cli_per_node_json_has_node() -> None:
-    proc = _cli("-o", "json", "-i", "0.1", "-c", "1", "--per-node", "-g", "part1")
+    proc = _cli("-o", "json", "-i", "0.1", "--count", "1", "--per-node", "-g", "part1")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert sorted(r["node"] for r in rows) == sorted(sysstat._node_list("has_memory"))
@@ -338,18 +338,18 @@ def test_cli_per_node_json_has_node() -> None:
 
 @requires_bpf
 def test_cli_csv_header_and_table() -> None:
-    proc = _cli("-o", "csv", "-i", "0.1", "-c", "2", "--all")
+    proc = _cli("-o", "csv", "-i", "0.1", "--count", "2", "--all")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split(",") == ["time"] + [c.key for c in COUNTERS]
     assert len(lines) == 3
-    table = _cli("-i", "0.1", "-c", "1")
+    table = _cli("-i", "0.1", "--count", "1")
     assert table.returncode == 0, table.stderr
     assert "ACTIVE" in table.stdout and "FREE" in table.stdout and "SLAB" not in table.stdout
 
 
 def test_cli_bad_group_is_a_usage_error() -> None:
-    proc = _cli("-g", "nosuch", "-c", "1")
+    proc = _cli("-g", "nosuch", "--count", "1")
     assert proc.returncode == 2
     assert "unknown group" in proc.stderr
 

@@ -35,6 +35,7 @@ app = typer.Typer(
     "Exit codes: 0 ok, 1 runtime error, 2 usage error, 77 missing privileges or kernel support, "
     "126 or 127 the command cannot run or does not exist (memleak --command; after it ran, its own status).",
     invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     add_completion=True,
 )

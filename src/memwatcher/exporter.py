@@ -445,7 +445,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = DEFAULT_LISTEN,
         top_processes: Annotated[
-            int, typer.Option("--top-processes", "-n", min=0, help="Export per-process metrics of the N largest (rss).")
+            int,
+            typer.Option(
+                "--top-processes", "--top", "-n", min=0, help="Export per-process metrics of the N largest (rss)."
+            ),
         ] = 20,
         max_processes: Annotated[
             int,

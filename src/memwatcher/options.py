@@ -35,7 +35,7 @@ Interval = Annotated[
 Duration = Annotated[
     float | None, typer.Option("--duration", "-d", min=0.0, max=MAX_SECONDS, help="Stop after this many seconds.")
 ]
-Count = Annotated[int | None, typer.Option("--count", "-c", min=1, help="Stop after this many samples.")]
+Count = Annotated[int | None, typer.Option("--count", min=1, help="Stop after this many samples.")]
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json (one object per line) or csv.")]
 
 

@@ -1318,7 +1318,8 @@ def register(app: typer.Typer) -> None:
     def memleak_command(
         pid: Annotated[int | None, typer.Option("--pid", "-p", help="Trace this running process.")] = None,
         command: Annotated[
-            str | None, typer.Option("--command", help='Run this command ("CMD ARGS") and trace it until it exits.')
+            str | None,
+            typer.Option("--command", "-c", help='Run this command ("CMD ARGS") and trace it until it exits.'),
         ] = None,
         kernel_mode: Annotated[
             bool, typer.Option("--kernel", help="Trace kernel allocations (slab, pages) instead.")
@@ -1327,28 +1328,32 @@ def register(app: typer.Typer) -> None:
         interval: Interval = 5.0,
         duration: Duration = None,
         count: Count = None,
-        top: Annotated[int, typer.Option("--top", "-n", min=1, help="Show this many stacks.")] = 10,
+        top: Annotated[int, typer.Option("--top", "-n", "-T", min=1, help="Show this many stacks.")] = 10,
         min_age: Annotated[
             float,
             typer.Option("--min-age", min=0.0, max=MAX_SECONDS, help="Only allocations older than this many seconds."),
         ] = 0.0,
+        older_ms: Annotated[
+            float | None,
+            typer.Option("--older", min=0.0, max=MAX_SECONDS * 1000, help="BCC's spelling of --min-age, in ms."),
+        ] = None,
         min_size: Annotated[
-            int, typer.Option("--min-size", min=0, max=U64_MAX, help="Ignore smaller allocations (bytes).")
+            int, typer.Option("--min-size", "-z", min=0, max=U64_MAX, help="Ignore smaller allocations (bytes).")
         ] = 0,
         max_size: Annotated[
-            int | None, typer.Option("--max-size", min=0, max=U64_MAX, help="Ignore larger allocations (bytes).")
+            int | None, typer.Option("--max-size", "-Z", min=0, max=U64_MAX, help="Ignore larger allocations (bytes).")
         ] = None,
         sample_rate: Annotated[
             int,
             typer.Option(
-                "--sample-rate", min=1, max=U32_MAX, help="Record one allocation in N (totals are estimates)."
+                "--sample-rate", "-s", min=1, max=U32_MAX, help="Record one allocation in N (totals are estimates)."
             ),
         ] = 1,
         combined_only: Annotated[
             bool, typer.Option("--combined-only", help="Read only per-stack totals (no ages; lowest overhead).")
         ] = False,
         show_allocs: Annotated[
-            bool, typer.Option("--show-allocs", help="Also list every outstanding allocation.")
+            bool, typer.Option("--show-allocs", "-a", help="Also list every outstanding allocation.")
         ] = False,
         sort: Annotated[SortKey, typer.Option("--sort", help="Order stacks by bytes or count.")] = SortKey.bytes,
         obj: Annotated[
@@ -1381,7 +1386,7 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--unwind-rows", min=1, max=1 << 28, help="Unwind rows BPF can hold (12 bytes each).")
         ] = 1 << 20,
         fmt: Annotated[
-            LeakFormat, typer.Option("--format", "-f", "--output", "-o", help="text, json, folded or pprof.")
+            LeakFormat, typer.Option("--output", "-o", "--format", "-f", help="text, json, folded or pprof.")
         ] = LeakFormat.text,
         file: Annotated[Path | None, typer.Option("--file", help="Write the output here instead of stdout.")] = None,
     ) -> None:
@@ -1391,6 +1396,10 @@ def register(app: typer.Typer) -> None:
         """
         if (pid is not None) + (command is not None) + (kernel_mode and pid is None) != 1:
             raise typer.BadParameter("give one of --pid, --command or --kernel (--kernel --pid: in that process)")
+        if older_ms is not None:
+            if min_age:
+                raise typer.BadParameter("--older and --min-age say the same: give one")
+            min_age = older_ms / 1000
         if combined_only and (min_age > 0 or show_allocs):
             raise typer.BadParameter("--min-age and --show-allocs need per-allocation data: drop --combined-only")
         if fmt == LeakFormat.pprof and file is None and sys.stdout.isatty():

@@ -373,7 +373,7 @@ def register(app: typer.Typer) -> None:
     @app.command("oom")
     def oom_command(
         duration: Duration = None,
-        count: Annotated[int | None, typer.Option("--count", "-c", min=1, help="Stop after this many kills.")] = None,
+        count: Annotated[int | None, typer.Option("--count", min=1, help="Stop after this many kills.")] = None,
         output: Output = OutputFormat.table,
     ) -> None:
         """OOM kills as they happen: victim, its memory and cgroup, global or cgroup OOM, trigger.

@@ -960,16 +960,15 @@ def register(app: typer.Typer) -> None:
         duration: Duration = None,
         count: Count = None,
         output: Output = OutputFormat.table,
-        per_node: Annotated[bool, typer.Option("--per-node", "-n", help="One row per NUMA node.")] = False,
+        per_node: Annotated[bool, typer.Option("--per-node", "-N", help="One row per NUMA node.")] = False,
         latency: Annotated[
-            bool, typer.Option("--latency", "-l", help="Direct/memcg reclaim latency histograms per process.")
+            bool, typer.Option("--latency", "-L", help="Direct/memcg reclaim latency histograms per process.")
         ] = False,
         events: Annotated[bool, typer.Option("--events", "-e", help="Stream every shrink_inactive event.")] = False,
         scan_control: Annotated[
             bool,
             typer.Option(
                 "--scan-control",
-                "-s",
                 help="shrink_node() calls per reclaim kind and priority (needs fentry; shown by doctor).",
             ),
         ] = False,

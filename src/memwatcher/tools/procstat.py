@@ -341,9 +341,7 @@ def register(app: typer.Typer) -> None:
         duration: Duration = None,
         count: Count = None,
         output: Output = OutputFormat.table,
-        sort: Annotated[
-            str, typer.Option("--sort", "-s", help=f"Sort by: {', '.join(SORT_KEYS)} (or a JSON key).")
-        ] = "rss",
+        sort: Annotated[str, typer.Option("--sort", help=f"Sort by: {', '.join(SORT_KEYS)} (or a JSON key).")] = "rss",
         top: Annotated[int | None, typer.Option("--top", "-n", min=1, help="Show the N largest.")] = None,
         pid: Annotated[list[int] | None, typer.Option("--pid", "-p", help="Only this process (repeatable).")] = None,
         pages: Annotated[

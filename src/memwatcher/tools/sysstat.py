@@ -453,7 +453,7 @@ def register(app: typer.Typer) -> None:
                 "(slab, huge pages, kernel; the original -n), all. Repeatable.",
             ),
         ] = None,
-        all_groups: Annotated[bool, typer.Option("--all", "-a", help="Every column group.")] = False,
+        all_groups: Annotated[bool, typer.Option("--all", help="Every column group.")] = False,
         per_node: Annotated[bool, typer.Option("--per-node", "-N", help="One row per NUMA node.")] = False,
         min_period_ms: Annotated[
             float, typer.Option("--min-period-ms", min=0.0, help="At most one BPF snapshot per this many ms.")
