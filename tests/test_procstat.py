@@ -209,6 +209,33 @@ def test_matches_proc_status_exactly(child: Child) -> None:
     assert got.comm == status["Name"]
 
 
+IDLE_HOLDER = "import sys, time\nheld = bytearray(64 << 20)\nprint('ready', flush=True)\nsys.stdin.read()\n"
+
+
+@requires_bpf
+def test_an_idle_process_is_there_from_the_first_sample() -> None:
+    """A process asleep since before procstat started (no switch to sample) is listed at once."""
+    holder = subprocess.Popen([sys.executable, "-c", IDLE_HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"ready"
+        time.sleep(0.2)  # asleep in read(2) from here on
+        status = proc_status(holder.pid)
+        with ProcStat() as ps:
+            got = {p.pid: p for p in ps.read()}.get(holder.pid)
+            assert got is not None, "an idle process is missing"
+            assert got.switches == 0  # seeded, not sampled: it has not run since
+            assert got.rss_bytes == kib(status, "VmRSS") and got.rss_anon_bytes >= 64 << 20
+            assert got.vsize_bytes == kib(status, "VmSize") and got.comm == status["Name"]
+        # The command line with --pid: the one row on the first sample.
+        proc = run_cli("--pid", str(holder.pid), "--count", "1", "--interval", "0.2", "--output", "json")
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [r["pid"] for r in rows] == [holder.pid], proc.stderr
+        assert rows[0]["rss_bytes"] == kib(proc_status(holder.pid), "VmRSS")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @requires_bpf
 def test_threads_are_booked_to_the_process_and_exit_removes_it(child: Child) -> None:
     with ProcStat() as ps:

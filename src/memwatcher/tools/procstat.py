@@ -24,6 +24,7 @@ sleeps and is never preempted, or one that has not run since, is not known yet.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from contextlib import ExitStack
@@ -37,7 +38,7 @@ import typer
 
 from .. import kernel
 from ..errors import MemwatcherError, NoSuchProcessError
-from ..libbpf import BTF, BPFObject, possible_cpus
+from ..libbpf import BTF, BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import PID_MAX_LIMIT, Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
@@ -148,6 +149,37 @@ def tgid_of(pid: int) -> int:
     raise NoSuchProcessError(pid)
 
 
+# procstat_entry page counts seeded from /proc/PID/status (kB) for idle processes.
+_SEED_FIELDS = {
+    "total_vm_pages": "VmSize",
+    "data_vm_pages": "VmData",
+    "stack_vm_pages": "VmStk",
+    "hiwater_rss_pages": "VmHWM",
+    "rss_file_pages": "RssFile",
+    "rss_anon_pages": "RssAnon",
+    "rss_shmem_pages": "RssShmem",
+    "swap_pages": "VmSwap",
+}
+_BPF_NOEXIST = 1  # include/uapi/linux/bpf.h, stable ABI
+
+
+def _proc_status(pid: int) -> dict | None:
+    """/proc/PID/status: kB fields as ints, Name as text; None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    out: dict = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if key == "Name":
+            out[key] = value
+        elif value.endswith(" kB"):
+            out[key] = int(value[:-3])
+    return out
+
+
 class ProcStat:
     """Loads and attaches the procstat BPF programs; :meth:`read` returns snapshots.
 
@@ -160,6 +192,7 @@ class ProcStat:
         self._layouts = header("procstat")
         self._stack = ExitStack()
         self._obj: BPFObject | None = None
+        self._seed_dropped = 0
 
     def __enter__(self) -> ProcStat:
         kernel.require_bpf()
@@ -193,6 +226,44 @@ class ProcStat:
         obj.programs.procstat_switch.attach()
         obj.programs.procstat_exit.attach()
         self._obj = obj
+        self._seed()
+
+    def _seed(self) -> None:
+        """Enter the processes that are not running yet (idle ones) from /proc.
+
+        procstat samples a process when it is switched out, so one asleep since
+        before we attached would stay invisible. Its /proc/PID/status numbers are
+        the same kernel counters (summed exactly), taken now; the first switch-out
+        replaces them. Entries BPF made meanwhile win (BPF_NOEXIST).
+        """
+        assert self._obj is not None
+        procs = self._obj.maps.procs
+        pids = self.options.pids or tuple(int(p) for p in os.listdir("/proc") if p.isdigit())
+        dtype = self._layouts.procstat_entry
+        no_pte = self._layouts.constants["PROCSTAT_F_NO_PGTABLES"]
+        now_ns = time.monotonic_ns()
+        for pid in pids:
+            status = _proc_status(pid)
+            if status is None or "VmSize" not in status:  # gone, or a kernel thread
+                continue
+            page = self.page_size
+            entry = np.zeros((), dtype=dtype)
+            for field, key in _SEED_FIELDS.items():
+                entry[field] = status.get(key, 0) * 1024 // page
+            entry["pgtables_bytes"] = status.get("VmPTE", 0) * 1024
+            entry["flags"] = 0 if "VmPTE" in status else no_pte
+            entry["rss_max_pages"] = entry["rss_file_pages"] + entry["rss_anon_pages"] + entry["rss_shmem_pages"]
+            entry["last_seen_ns"] = now_ns
+            entry["tgid"] = pid
+            entry["comm"] = status["Name"].encode()[: dtype["comm"].itemsize - 1]
+            try:
+                procs.update(np.uint32(pid), entry, _BPF_NOEXIST)
+            except LibbpfError as e:
+                if e.errno == errno.E2BIG:  # full: counted with BPF's own drops
+                    self._seed_dropped += 1
+                    continue
+                if e.errno != errno.EEXIST:
+                    raise
 
     def close(self) -> None:
         self._obj = None
@@ -204,7 +275,7 @@ class ProcStat:
     @property
     def dropped(self) -> int:
         """Processes not tracked because the map was full (cumulative)."""
-        return self._obj.bss.dropped_full if self._obj else 0
+        return self._obj.bss.dropped_full + self._seed_dropped if self._obj else 0
 
     def read(self) -> list[ProcessMemory]:
         """Every tracked process, in map order."""
