@@ -175,6 +175,19 @@ def test_counters_from_slots_units_and_absence() -> None:
     assert got["bounce_bytes"] is None
 
 
+def test_a_counter_below_zero_reads_as_zero_as_in_the_kernel() -> None:
+    """nr_writeback dipped to -15 pages during a dd ... conv=fsync: /proc/meminfo says 0."""
+    ids = {name.removeprefix("SYSSTAT_"): v for name, v in header("sysstat").constants.items()}
+    values = np.zeros(32, np.int64)
+    values[ids["WRITEBACK"]] = -15
+    values[ids["ACTIVE_ANON"]] = -2
+    values[ids["ACTIVE_FILE"]] = 5
+    present = (1 << ids["WRITEBACK"]) | (1 << ids["ACTIVE_ANON"]) | (1 << ids["ACTIVE_FILE"])
+    got = sysstat.counters_from_slots(values, present, ids, 4096)
+    assert got["writeback_bytes"] == 0
+    assert got["active_bytes"] == 5 * 4096  # each item clamped, then summed: as meminfo's Active
+
+
 def test_parse_node_list() -> None:
     assert sysstat.parse_node_list("0\n") == [0]
     assert sysstat.parse_node_list("0-2,5") == [0, 1, 2, 5]

@@ -213,7 +213,9 @@ def counters_from_slots(
         if not all(present >> i & 1 for i in ids):
             out[c.key] = None
             continue
-        raw = sum(int(values[i]) for i in ids)
+        # A vm_stat counter can dip below 0 while per-CPU deltas are unfolded: the
+        # kernel reads it as 0 (node_page_state, global_node_page_state), and so do we.
+        raw = sum(max(0, int(values[i])) for i in ids)
         out[c.key] = raw * (1024 if c.kib else page_bytes)
     return out
 
