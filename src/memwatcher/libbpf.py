@@ -49,6 +49,7 @@ from ._libbpf import ffi, lib
 from .errors import MemwatcherError, NotSupportedError
 
 __all__ = [
+    "BPF_NOEXIST",
     "BTF",
     "BPFObject",
     "CoreRelocation",
@@ -517,6 +518,9 @@ class Link:
 
 
 # ---------------------------------------------------------------- maps
+
+# Map.update flags (include/uapi/linux/bpf.h, stable ABI): BPF_NOEXIST creates, never overwrites.
+BPF_NOEXIST = 1
 
 _PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
 

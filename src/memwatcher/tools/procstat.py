@@ -38,7 +38,7 @@ import typer
 
 from .. import kernel
 from ..errors import MemwatcherError, NoSuchProcessError
-from ..libbpf import BTF, BPFObject, LibbpfError, possible_cpus
+from ..libbpf import BPF_NOEXIST, BTF, BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import PID_MAX_LIMIT, Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
@@ -160,7 +160,6 @@ _SEED_FIELDS = {
     "rss_shmem_pages": "RssShmem",
     "swap_pages": "VmSwap",
 }
-_BPF_NOEXIST = 1  # include/uapi/linux/bpf.h, stable ABI
 
 
 def _proc_status(pid: int) -> dict | None:
@@ -257,7 +256,7 @@ class ProcStat:
             entry["tgid"] = pid
             entry["comm"] = status["Name"].encode()[: dtype["comm"].itemsize - 1]
             try:
-                procs.update(np.uint32(pid), entry, _BPF_NOEXIST)
+                procs.update(np.uint32(pid), entry, BPF_NOEXIST)
             except LibbpfError as e:
                 if e.errno == errno.E2BIG:  # full: counted with BPF's own drops
                     self._seed_dropped += 1
