@@ -1125,6 +1125,7 @@ class _PprofMapping:
     start: int  # the load bias: address - ELF address (0 for the kernel)
     limit: int
     build_id: str
+    symbolized: bool  # some frame in it has a function name
 
 
 def _pprof_mappings(report: LeakReport) -> dict[str, _PprofMapping]:
@@ -1142,10 +1143,13 @@ def _pprof_mappings(report: LeakReport) -> dict[str, _PprofMapping]:
             bias = f.address - f.elf_address if f.elf_address is not None else 0
             m = seen.get(f.module)
             if m is None:
-                seen[f.module] = _PprofMapping(0, min(bias, f.address), f.address + 1, f.build_id or "")
+                seen[f.module] = _PprofMapping(
+                    0, min(bias, f.address), f.address + 1, f.build_id or "", f.function is not None
+                )
             else:
                 m.start = min(m.start, bias, f.address)
                 m.limit = max(m.limit, f.address + 1)
+                m.symbolized = m.symbolized or f.function is not None
     # The executable: the first object that is not a shared library (kernel: vmlinux).
     main = next((name for name in seen if name == "vmlinux" or ".so" not in os.path.basename(name)), None)
     ordered = ([main] if main else []) + [name for name in seen if name != main]
@@ -1211,7 +1215,7 @@ def encode_pprof(report: LeakReport) -> bytes:
             2, _pb_packed(1, loc_ids) + _pb_packed(2, [stack.outstanding_allocs, stack.outstanding_bytes])
         )
     for name, m in mappings.items():
-        symbolized = any(f.function for st in report.stacks for f in st.frames if f.module == name)
+        symbolized = int(m.symbolized)
         body += _pb_bytes(
             3,
             _pb_int(1, m.id)
@@ -1219,10 +1223,10 @@ def encode_pprof(report: LeakReport) -> bytes:
             + _pb_int(3, m.limit)
             + _pb_int(5, s("[kernel.kallsyms]" if name == "vmlinux" else name))
             + _pb_int(6, s(m.build_id) if m.build_id else 0)
-            + _pb_int(7, int(symbolized))  # has_functions
-            + _pb_int(8, int(symbolized))  # has_filenames
-            + _pb_int(9, int(symbolized))  # has_line_numbers
-            + _pb_int(10, int(symbolized)),  # has_inline_frames
+            + _pb_int(7, symbolized)  # has_functions
+            + _pb_int(8, symbolized)  # has_filenames
+            + _pb_int(9, symbolized)  # has_line_numbers
+            + _pb_int(10, symbolized),  # has_inline_frames
         )
     body += loc_msgs + func_msgs
     body += _pb_int(9, time.time_ns())

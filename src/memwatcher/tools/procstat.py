@@ -241,11 +241,11 @@ class ProcStat:
         dtype = self._layouts.procstat_entry
         no_pte = self._layouts.constants["PROCSTAT_F_NO_PGTABLES"]
         now_ns = time.monotonic_ns()
+        page = self.page_size
         for pid in pids:
             status = _proc_status(pid)
             if status is None or "VmSize" not in status:  # gone, or a kernel thread
                 continue
-            page = self.page_size
             entry = np.zeros((), dtype=dtype)
             for field, key in _SEED_FIELDS.items():
                 entry[field] = status.get(key, 0) * 1024 // page
