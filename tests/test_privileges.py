@@ -72,8 +72,8 @@ def _nobody_can_run_us() -> None:
 
 def _kallsyms_readable_with_bpf_caps() -> bool:
     """The oracle for memleak --kernel: does that user see kernel addresses?"""
-    head = _as_nobody(["head", "-n", "50", "/proc/kallsyms"], caps=True).stdout.split()
-    return any(word.strip("0") for word in head[::3])
+    lines = _as_nobody(["head", "-n", "50", "/proc/kallsyms"], caps=True).stdout.splitlines()
+    return any(line.split()[0].strip("0") for line in lines if line.strip())
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
