@@ -184,3 +184,39 @@ def test_signals_during_startup_never_crash() -> None:
         summary = "\n".join(f"  {command}: {p} x{n}" for (command, p), n in sorted(kinds.items()))
         examples = "\n".join(f"{p}: {o}" for o, p in failures[:5])
         pytest.fail(f"seed {seed}: {len(failures)} of {len(outcomes)} runs went wrong\n{summary}\n{examples}")
+
+
+# Imported by memwatcher.__main__._run in place of memwatcher.cli: defining the class signals the process.
+_SIGNAL_IN_SET_NAME = """
+import os, signal, time
+
+class Hook:
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), signal.{signame})
+        time.sleep(5)  # the handler runs here, inside __set_name__
+
+class Owner:
+    hook = Hook()
+
+def main():
+    print("ran")
+"""
+
+
+@pytest.mark.parametrize(("signame", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_inside_a_wrapping_hook_during_imports_is_still_a_signal(
+    signame: str, status: int, tmp_path: Path
+) -> None:
+    # What CI saw once in 200 runs: SIGTERM while `platform` defined a class, so the
+    # handler's SystemExit came out of __set_name__ as a RuntimeError.
+    (tmp_path / "signal_in_set_name.py").write_text(_SIGNAL_IN_SET_NAME.format(signame=signame))
+    run = subprocess.run(
+        [sys.executable, "-c", "from memwatcher.__main__ import _run; _run('signal_in_set_name')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert run.returncode == status, run.stderr
+    assert "ran" not in run.stdout
+    assert not any(bad in run.stderr for bad in _BAD_STDERR), run.stderr
