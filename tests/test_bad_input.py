@@ -123,7 +123,7 @@ def test_runtime_error(args: list[str], status: int, fragment: str, values: dict
 def test_scan_control_without_fentry_is_77() -> None:
     from memwatcher import kernel
 
-    if kernel.probe_features()["fentry"].available:
+    if kernel.probe_feature("fentry").available:
         pytest.skip("fentry works on this kernel: pr --scan-control runs")
     proc = _run(["pr", "--scan-control", "--count", "1"], {})
     assert proc.returncode == 77, proc.stderr

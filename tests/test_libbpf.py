@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import TEST_BPF_DIR, build_test_object, requires_bpf
-from memwatcher.libbpf import BPFObject, LibbpfError, RingBuffer, VerifierError
+from memwatcher.libbpf import BTF, BPFObject, LibbpfError, NotSupportedError, RingBuffer, VerifierError
 from memwatcher.records import load_header
+from memwatcher.elf import function_offsets
 
 pytestmark = requires_bpf
 
@@ -178,22 +179,80 @@ def test_rodata_is_config_before_load_and_frozen_after(trigger_path: Path) -> No
             _ = obj.bss.nope
 
 
-def test_uprobe_by_function_name_and_pid(trigger_path: Path) -> None:
-    libc = next(
+def _libc() -> str:
+    return next(
         line.split()[-1]
         for line in Path("/proc/self/maps").read_text().splitlines()
         if re.search(r"/libc[.-][^/]*so", line)
     )
+
+
+def test_uprobe_by_function_name_and_pid(trigger_path: Path) -> None:
     with open_trigger(trigger_path) as obj:
         obj.programs.flood.autoload = False
         obj.load()
-        with obj.programs.on_getpid.attach_uprobe(libc, "getpid", pid=os.getpid()):
+        with obj.programs.on_getpid.attach_uprobe(_libc(), "getpid", pid=os.getpid(), cookie=7):
             for _ in range(25):
                 os.getpid()
         hits = obj.bss.uprobe_hits
         os.getpid()
         assert hits == 25
         assert obj.bss.uprobe_hits == 25  # detached: no more hits
+        assert obj.bss.uprobe_cookie_sum == 25 * 7
+
+
+def _has_uprobe_multi() -> bool:
+    try:
+        return BTF.vmlinux().enum_values("bpf_attach_type").get("BPF_TRACE_UPROBE_MULTI") is not None
+    except LibbpfError:
+        return False
+
+
+@pytest.mark.skipif(not _has_uprobe_multi(), reason="uprobe_multi links need Linux >= 6.6")
+def test_uprobe_multi_one_link_many_offsets_with_cookies(trigger_path: Path) -> None:
+    libc = _libc()
+    fd = os.open(libc, os.O_RDONLY)
+    try:
+        offsets = function_offsets(fd, ["getpid", "getppid"])
+    finally:
+        os.close(fd)
+    before = bpf_fds()
+    with open_trigger(trigger_path) as obj:
+        obj.programs.flood.autoload = False
+        obj.programs.on_getpid.set_expected_attach_type("trace_uprobe_multi")
+        obj.load()
+        link = obj.programs.on_getpid.attach_uprobe_multi(
+            libc, [offsets["getpid"], offsets["getppid"]], cookies=[1, 100], pid=os.getpid()
+        )
+        with link:
+            for _ in range(3):
+                os.getpid()
+            for _ in range(2):
+                os.getppid()
+            subprocess.run(["true"], check=True)  # another process: filtered out by pid
+        os.getpid()
+        assert (obj.bss.uprobe_hits, obj.bss.uprobe_cookie_sum) == (5, 3 * 1 + 2 * 100)
+        assert link.closed and "uprobe_multi" in repr(link)
+        with pytest.raises(LibbpfError) as e:  # loaded for a multi link: a perf-event uprobe is refused
+            obj.programs.on_getpid.attach_uprobe(libc, "getpid", pid=os.getpid())
+        assert e.value.errno == errno.EINVAL
+    assert sorted(bpf_fds()) == sorted(before)
+
+
+def test_set_expected_attach_type_unknown_to_the_kernel(trigger_path: Path) -> None:
+    with open_trigger(trigger_path) as obj, pytest.raises(NotSupportedError, match="no BPF attach type"):
+        obj.programs.on_getpid.set_expected_attach_type("no_such_type")
+
+
+def test_btf_member_finds_nested_and_anonymous_members() -> None:
+    btf = BTF.vmlinux()
+    # union bpf_attr { struct { ... } link_create; ... }: link_create's first member sits at 0.
+    assert btf.member("bpf_attr.link_create.prog_fd") == (0, 4)
+    # task_struct.pid is a plain member; mm_struct's members live in an anonymous struct.
+    assert btf.member("task_struct.pid")[1] == 4
+    assert btf.member("mm_struct.mmap_base")[1] == 8
+    assert btf.member("bpf_attr.link_create.no_such_member") is None
+    assert btf.member("no_such_struct.x") is None
 
 
 def test_close_leaves_nothing_loaded(trigger_path: Path) -> None:

@@ -30,7 +30,7 @@ from memwatcher.symbolize import (
     format_frame,
     format_stack,
 )
-from memwatcher.symbolize._elf import ElfLayout, Segment
+from memwatcher.elf import ElfLayout, Segment
 from memwatcher.symbolize._procmaps import ProcessMaps, parse_maps
 from memwatcher.symbolize._symtab import STB_GLOBAL, STB_LOCAL, STB_WEAK, SymbolTable
 

@@ -9,7 +9,9 @@ Python (see DESIGN.md for the measured numbers):
   failed load can raise an exception carrying the verifier log;
 * ring buffer sample callbacks that copy fixed-size records into a
   caller-owned buffer (decoded later in bulk with numpy), or only count them;
-* a per-key map dump loop for kernels without BPF_MAP_LOOKUP_BATCH.
+* a per-key map dump loop for kernels without BPF_MAP_LOOKUP_BATCH;
+* the bpf(2) system call itself, for link types newer than libbpf 1.1
+  (uprobe_multi), whose attributes the binding lays out from kernel BTF.
 """
 
 from cffi import FFI
@@ -64,10 +66,12 @@ struct btf_array { uint32_t type; uint32_t index_type; uint32_t nelems; };
 struct bpf_object_open_opts { size_t sz; const char *object_name; const char *btf_custom_path; ...; };
 struct bpf_uprobe_opts {
     size_t sz;
+    uint64_t bpf_cookie;
     bool retprobe;
     const char *func_name;
     ...;
 };
+enum bpf_cmd { BPF_LINK_CREATE, ... };
 struct ring_buffer_opts { size_t sz; ...; };
 struct bpf_map_batch_opts { size_t sz; uint64_t elem_flags; uint64_t flags; ...; };
 struct bpf_test_run_opts {
@@ -105,6 +109,7 @@ const char *bpf_program__section_name(const struct bpf_program *prog);
 bool bpf_program__autoload(const struct bpf_program *prog);
 int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
 int bpf_program__set_type(struct bpf_program *prog, enum bpf_prog_type type);
+int bpf_program__set_expected_attach_type(struct bpf_program *prog, int type);
 int bpf_program__fd(const struct bpf_program *prog);
 enum bpf_prog_type bpf_program__type(const struct bpf_program *prog);
 struct bpf_link *bpf_program__attach(const struct bpf_program *prog);
@@ -170,6 +175,7 @@ int mw_log_set_debug(int on);
 size_t mw_log_take(char *out, size_t cap);
 int mw_map_dump(int fd, uint32_t key_size, uint32_t value_size, const void *start_key,
     void *keys, void *values, uint32_t max_entries, uint32_t *count);
+int mw_sys_bpf(int cmd, void *attr, unsigned int size);
 """
 
 SOURCE = r"""
@@ -179,6 +185,8 @@ SOURCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -313,6 +321,13 @@ static int mw_map_dump(int fd, uint32_t key_size, uint32_t value_size, const voi
     }
     *count = n;
     return -ENOSPC;
+}
+
+/* ---- bpf(2) with attributes the caller laid out; returns the result or -errno. */
+static int mw_sys_bpf(int cmd, void *attr, unsigned int size)
+{
+    long ret = syscall(__NR_bpf, cmd, attr, size);
+    return ret < 0 ? -errno : (int)ret;
 }
 """
 

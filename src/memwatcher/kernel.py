@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from .elf import function_offsets
 from .errors import NotSupportedError, PrivilegeError
 from .libbpf import BTF, BPFObject, LibbpfError, probe_map_type
 from .objects import object_path
@@ -29,6 +30,7 @@ __all__ = [
     "kernel_release",
     "page_size",
     "privileges",
+    "probe_feature",
     "probe_features",
     "require_bpf",
     "tracefs_dir",
@@ -168,6 +170,7 @@ _FEATURE_PROGRAMS = {
     "kprobe": "probe_kprobe",
     "fentry": "probe_fentry",
     "uprobe": "probe_uprobe",
+    "uprobe_multi": "probe_uprobe",
 }
 
 
@@ -191,27 +194,39 @@ def _try_program(feature: str) -> FeatureResult:
         with BPFObject.open(object_path("features")) as obj:
             for prog in obj.programs.values():
                 prog.autoload = prog.name == prog_name
-            obj.load()
             prog = obj.programs[prog_name]
+            if feature == "uprobe_multi":
+                prog.set_expected_attach_type("trace_uprobe_multi")
+            obj.load()
             if feature == "uprobe":
                 link = prog.attach_uprobe(_libc_path(), "getpid", pid=os.getpid())
+            elif feature == "uprobe_multi":
+                libc = _libc_path()
+                with open(libc, "rb") as f:
+                    getpid = function_offsets(f.fileno(), ["getpid"])["getpid"]
+                link = prog.attach_uprobe_multi(libc, [getpid], pid=os.getpid())
             else:
                 link = prog.attach()
             link.close()
         return FeatureResult(True)
-    except LibbpfError as e:
+    except (LibbpfError, NotSupportedError) as e:
         return FeatureResult(False, str(e))
     except OSError as e:
         return FeatureResult(False, f"{e.strerror or e}")
 
 
 @cache
+def probe_feature(name: str) -> FeatureResult:
+    """Whether one BPF hook type (a key of :func:`probe_features`) loads and attaches here."""
+    if name == "ringbuf":
+        ringbuf = probe_map_type("ringbuf")
+        return FeatureResult(ringbuf, "" if ringbuf else "BPF_MAP_TYPE_RINGBUF unavailable (Linux >= 5.8)")
+    return _try_program(name)
+
+
 def probe_features() -> dict[str, FeatureResult]:
     """Which BPF hook types load and attach here, found by trying each."""
-    results = {name: _try_program(name) for name in _FEATURE_PROGRAMS}
-    ringbuf = probe_map_type("ringbuf")
-    results["ringbuf"] = FeatureResult(ringbuf, "" if ringbuf else "BPF_MAP_TYPE_RINGBUF unavailable (Linux >= 5.8)")
-    return results
+    return {name: probe_feature(name) for name in (*_FEATURE_PROGRAMS, "ringbuf")}
 
 
 # ---------------------------------------------------------------- report plans

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno as _errno
+import functools
 import os
 import re
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -448,16 +450,19 @@ class Program:
         offset: int = 0,
         pid: int = -1,
         retprobe: bool = False,
+        cookie: int = 0,
     ) -> Link:
         """Attach to ``function`` (or ``offset``) of an ELF binary or library.
 
-        ``pid`` -1 traces every process mapping the binary.
+        ``pid`` -1 traces every process mapping the binary; the program reads
+        ``cookie`` with ``bpf_get_attach_cookie``.
         """
         kind = "uretprobe" if retprobe else "uprobe"
         where = f"{binary}:{function or hex(offset)}"
         opts = ffi.new("struct bpf_uprobe_opts *")
         opts.sz = ffi.sizeof("struct bpf_uprobe_opts")
         opts.retprobe = retprobe
+        opts.bpf_cookie = cookie
         fname = ffi.new("char[]", function.encode()) if function else ffi.NULL
         opts.func_name = fname
         with _Call(f"attach {kind} '{self.name}' to {where}" + (f" pid {pid}" if pid >= 0 else "")) as call:
@@ -465,6 +470,62 @@ class Program:
                 lib.bpf_program__attach_uprobe_opts(self._ptr, pid, str(binary).encode(), offset, opts)
             )
         return self._link(ptr, f"{kind}:{where}")
+
+    def set_expected_attach_type(self, attach_type: str) -> None:
+        """Load the program for ``attach_type``, the kernel's ``BPF_<ATTACH_TYPE>`` (before :meth:`BPFObject.load`).
+
+        The value is read from the running kernel's BTF, so libbpf need not know
+        the type: :class:`NotSupportedError` when the kernel does not.
+        """
+        value = BTF.vmlinux().enum_values("bpf_attach_type").get(f"BPF_{attach_type.upper()}")
+        if value is None:
+            raise NotSupportedError(f"this kernel has no BPF attach type {attach_type}")
+        with _Call(f"set attach type of program '{self.name}' to {attach_type}") as call:
+            call.check(lib.bpf_program__set_expected_attach_type(self._ptr, value))
+
+    def attach_uprobe_multi(
+        self,
+        binary: str | os.PathLike[str],
+        offsets: Sequence[int],
+        *,
+        cookies: Sequence[int] | None = None,
+        pid: int = -1,
+        retprobe: bool = False,
+    ) -> Link:
+        """Attach to every file offset in ``offsets`` of one ELF file with one link (Linux >= 6.6).
+
+        The program must be loaded for it (``set_expected_attach_type("trace_uprobe_multi")``);
+        ``cookies[i]`` is what ``bpf_get_attach_cookie`` reads at ``offsets[i]``. Detaching
+        such a link takes one grace period whatever the number of offsets, where
+        perf-event uprobes take one each (docs/memleak.md). libbpf 1.1 has no call for
+        it: the attributes are laid out from the kernel's BTF of ``union bpf_attr``.
+        """
+        kind = "uretprobe" if retprobe else "uprobe"
+        target = f"{kind}_multi:{binary}:{len(offsets)} offsets"
+        if cookies is not None and len(cookies) != len(offsets):
+            raise ValueError("one cookie per offset")
+        size, attach_type, fields = _uprobe_multi_layout()
+        keep = {  # alive until the call returns: the kernel copies them
+            "path": ffi.new("char[]", os.fsencode(binary)),
+            "offsets": ffi.new("uint64_t[]", list(offsets)),
+            "cookies": ffi.new("uint64_t[]", list(cookies)) if cookies else ffi.NULL,
+        }
+        values = {
+            "prog_fd": self.fd,
+            "attach_type": attach_type,
+            "cnt": len(offsets),
+            "flags": _BPF_F_UPROBE_MULTI_RETURN if retprobe else 0,
+            "pid": max(pid, 0),
+            **{name: int(ffi.cast("uintptr_t", ptr)) for name, ptr in keep.items()},
+        }
+        attr = bytearray(size)
+        for name, value in values.items():
+            offset, width = fields[name]
+            attr[offset : offset + width] = value.to_bytes(width, sys.byteorder)
+        fd = lib.mw_sys_bpf(lib.BPF_LINK_CREATE, ffi.from_buffer(attr), size)
+        if fd < 0:
+            raise LibbpfError(-fd, f"attach {target} '{self.name}'" + (f" pid {pid}" if pid >= 0 else ""))
+        return self._link(ffi.new("int *", fd), target, destroy=_close_link_fd)
 
     def test_run(self, ctx: bytes = b"", repeat: int = 0) -> int:
         """Run the program in the kernel (BPF_PROG_TEST_RUN); returns its result.
@@ -481,8 +542,8 @@ class Program:
             call.check(lib.bpf_prog_test_run_opts(self.fd, opts))
         return opts.retval
 
-    def _link(self, ptr: Any, target: str) -> Link:
-        link = Link(ptr, self.name, target)
+    def _link(self, ptr: Any, target: str, destroy: Any = lib.bpf_link__destroy) -> Link:
+        link = Link(ptr, self.name, target, destroy)
         self._obj._adopt(link)
         return link
 
@@ -490,11 +551,47 @@ class Program:
         return f"<Program {self.name} {self.section}>"
 
 
-class Link:
-    """An attachment of a program; detached by :meth:`close` (context manager)."""
+# Flag of link_create.uprobe_multi.flags (include/uapi/linux/bpf.h, stable ABI):
+# an anonymous enum, which kernel BTF cannot find by name.
+_BPF_F_UPROBE_MULTI_RETURN = 1
+_UPROBE_MULTI_FIELDS = {
+    "prog_fd": "link_create.prog_fd",
+    "attach_type": "link_create.attach_type",
+    "path": "link_create.uprobe_multi.path",
+    "offsets": "link_create.uprobe_multi.offsets",
+    "cookies": "link_create.uprobe_multi.cookies",
+    "cnt": "link_create.uprobe_multi.cnt",
+    "flags": "link_create.uprobe_multi.flags",
+    "pid": "link_create.uprobe_multi.pid",
+}
 
-    def __init__(self, ptr: Any, program: str, target: str) -> None:
-        self._ptr: Any = ffi.gc(ptr, lib.bpf_link__destroy)
+
+@functools.cache
+def _uprobe_multi_layout() -> tuple[int, int, dict[str, tuple[int, int]]]:
+    """From kernel BTF: the size of ``union bpf_attr``, the attach type's value and
+    each attribute's (byte offset, size)."""
+    btf = BTF.vmlinux()
+    fields = {name: btf.member(f"bpf_attr.{path}") for name, path in _UPROBE_MULTI_FIELDS.items()}
+    attach_type = btf.enum_values("bpf_attach_type").get("BPF_TRACE_UPROBE_MULTI")
+    size = btf.size_of("bpf_attr", "union")
+    if size is None or attach_type is None or any(f is None for f in fields.values()):
+        raise NotSupportedError("uprobe_multi links need Linux >= 6.6")
+    return size, attach_type, {name: f for name, f in fields.items() if f is not None}
+
+
+def _close_link_fd(box: Any) -> None:
+    os.close(box[0])
+
+
+class Link:
+    """An attachment of a program; detached by :meth:`close` (context manager).
+
+    ``ptr`` is libbpf's link, freed by ``destroy``; a link libbpf does not know
+    (uprobe_multi) is an ``int *`` holding its fd, with a destroy that closes it.
+    """
+
+    def __init__(self, ptr: Any, program: str, target: str, destroy: Any = lib.bpf_link__destroy) -> None:
+        self._ptr: Any = ffi.gc(ptr, destroy)
         self.program = program
         self.target = target
 
@@ -505,7 +602,7 @@ class Link:
     def close(self) -> None:
         ptr, self._ptr = self._ptr, None
         if ptr is not None:
-            ffi.release(ptr)  # bpf_link__destroy, now and never again
+            ffi.release(ptr)  # its destroy, now and never again
 
     def __enter__(self) -> Link:
         return self
@@ -1047,21 +1144,61 @@ class BTF:
         return self._members_of(tid, 0) if tid else {}
 
     def _members_of(self, tid: int, base_bits: int) -> dict[str, int]:
-        t = self._type(tid)
-        kflag = t.info >> 31
         out: dict[str, int] = {}
+        for name, bits, type_id in self._member_list(tid):
+            if name:
+                out[name] = base_bits + bits
+            else:
+                out.update(self._members_of(type_id, base_bits + bits))
+        return out
+
+    def _member_list(self, tid: int) -> list[tuple[str, int, int]]:
+        """(name, bit offset, type id) of each member of a struct or union, [] for other kinds.
+
+        Type ids skip typedefs and qualifiers; anonymous members have the name ""
+        and are only kept when they are a struct or union themselves.
+        """
+        t = self._type(tid)
+        if self._kind(t) not in (lib.BTF_KIND_STRUCT, lib.BTF_KIND_UNION):
+            return []
+        kflag = t.info >> 31
         arr = ffi.cast("struct btf_member *", t + 1)
+        out = []
         for i in range(self._vlen(t)):
             m = arr[i]
-            bits = base_bits + (m.offset & 0xFFFFFF if kflag else m.offset)
             name = self._name(m.name_off)
-            if name:
-                out[name] = bits
-            else:
-                inner = self._skip_mods(m.type)
-                if self._kind(self._type(inner)) in (lib.BTF_KIND_STRUCT, lib.BTF_KIND_UNION):
-                    out.update(self._members_of(inner, bits))
+            type_id = self._skip_mods(m.type)
+            if name or self._kind(self._type(type_id)) in (lib.BTF_KIND_STRUCT, lib.BTF_KIND_UNION):
+                out.append((name, m.offset & 0xFFFFFF if kflag else m.offset, type_id))
         return out
+
+    def member(self, path: str) -> tuple[int, int] | None:
+        """Byte offset and size of a nested member, e.g. ``bpf_attr.link_create.uprobe_multi.pid``.
+
+        The first name is a struct or union; anonymous members are looked
+        through as C does. None when any part is missing (an older kernel).
+        """
+        root, *names = path.split(".")
+        tid = self.find(root, "struct") or self.find(root, "union")
+        bits = 0
+        for name in names:
+            if not tid:
+                return None
+            tid, bits = self._find_member(tid, name, bits)
+        if not tid:
+            return None
+        return bits // 8, lib.btf__resolve_size(self._ptr, tid)
+
+    def _find_member(self, tid: int, name: str, base_bits: int) -> tuple[int, int]:
+        """(type id, bit offset) of member ``name`` of ``tid``, searching anonymous members; type id 0 if absent."""
+        for member_name, bits, type_id in self._member_list(tid):
+            if member_name == name:
+                return type_id, base_bits + bits
+            if not member_name:
+                found, found_bits = self._find_member(type_id, name, base_bits + bits)
+                if found:
+                    return found, found_bits
+        return 0, 0
 
     def size_of(self, name: str, kind: str = "struct") -> int | None:
         tid = self.find(name, kind)

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cfi import CfiError, compile_cfi
+from .elf import NotElfError, read_layout
 from .libbpf import Map
 from .records import Layouts
-from .symbolize._elf import NotElfError, read_layout
 from .symbolize._procmaps import Module, ProcessMaps
 
 __all__ = ["UnwindStats", "UnwindTables"]

@@ -18,6 +18,7 @@ const volatile __u8 raw_key[4] = {};
 __u64 submitted = 0;
 __u64 dropped = 0;
 __u64 uprobe_hits = 0;
+__u64 uprobe_cookie_sum = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -99,11 +100,12 @@ int flood(void *ctx)
 	return 0;
 }
 
-/* Attached by the test to libc's getpid for one pid. */
+/* Attached by the tests to libc's getpid (and getppid) for one pid. */
 SEC("uprobe")
 int on_getpid(void *ctx)
 {
 	__sync_fetch_and_add(&uprobe_hits, 1);
+	__sync_fetch_and_add(&uprobe_cookie_sum, bpf_get_attach_cookie(ctx));
 	return 0;
 }
 

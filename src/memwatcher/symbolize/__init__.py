@@ -26,10 +26,10 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..elf import ElfLayout, NotElfError, read_layout
 from ..errors import MemwatcherError
 from . import _dwfl
 from ._demangle import demangle
-from ._elf import ElfLayout, NotElfError, read_layout
 from ._kallsyms import KernelSymbol, KernelSymbols, KernelSymbolsHidden
 from ._procmaps import Module, ProcessMaps
 from ._types import Backend, DebugFile, Lookup

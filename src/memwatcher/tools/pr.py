@@ -154,7 +154,7 @@ def scan_control_status() -> tuple[bool, str]:
     in kernel BTF (a function inlined into every caller has no entry to hook)
     and the ``struct scan_control`` members the programs read.
     """
-    fentry = kernel.probe_features()["fentry"]
+    fentry = kernel.probe_feature("fentry")
     if not fentry.available:
         return False, "fentry unavailable"
     btf = BTF.vmlinux()
@@ -176,7 +176,7 @@ def plan() -> kernel.Plan:
     ]
     sc_ok, sc_why = scan_control_status()
     hooks.append(kernel.Hook("fentry/fexit shrink_node", sc_ok, False, sc_why))
-    tp_btf = kernel.probe_features()["tp_btf"].available
+    tp_btf = kernel.probe_feature("tp_btf").available
     members = BTF.vmlinux().members("reclaim_stat")
     missing = [f for f, m in _STAT_MEMBERS.items() if m not in members]
     variant = ("tp_btf" if tp_btf else "raw_tp") + (" + fentry/fexit shrink_node (scan_control)" if sc_ok else "")

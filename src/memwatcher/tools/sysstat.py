@@ -265,7 +265,7 @@ def plan() -> kernel.Plan:
         kernel.tracepoint_hook("mm_page_alloc"),
         kernel.Hook("node data via root memory cgroup", walk_ok, True, walk_detail),
     ]
-    tp_btf = kernel.probe_features()["tp_btf"].available
+    tp_btf = kernel.probe_feature("tp_btf").available
     return kernel.Plan("sysstat", hooks, variant="tp_btf" if tp_btf else "raw_tp")
 
 
