@@ -71,6 +71,7 @@ def timed(name, fn):
 libbpf.BPFObject.load = timed("load", libbpf.BPFObject.load)
 libbpf.Program.attach_uprobe = timed("attach", libbpf.Program.attach_uprobe)
 libbpf.Program.attach = timed("attach", libbpf.Program.attach)
+libbpf.Program.attach_uprobe_multi = timed("attach", libbpf.Program.attach_uprobe_multi)
 t2 = time.perf_counter()
 leaks = UserMemleak({pid}, MemleakOptions(unwind="{unwind}"))
 t3 = time.perf_counter()

@@ -487,80 +487,41 @@ static __always_inline int free_enter(__u64 address)
 	return 0;
 }
 
+/* Entry of every allocator function; the attach cookie says which (memleak.h). */
 SEC("uprobe")
-int BPF_KPROBE(malloc_enter, size_t size)
+int user_enter(struct pt_regs *ctx)
 {
-	return alloc_enter(size, 0, 0);
+	__u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
+
+	switch (bpf_get_attach_cookie(ctx)) {
+	case MEMLEAK_FN_MALLOC:
+		return alloc_enter(a1, 0, 0);
+	case MEMLEAK_FN_CALLOC:
+		return alloc_enter(a1 * a2, 0, 0);
+	case MEMLEAK_FN_REALLOC:
+		return alloc_enter(a2, a1, 0);
+	case MEMLEAK_FN_REALLOCARRAY:
+		return alloc_enter(a2 * a3, a1, 0);
+	case MEMLEAK_FN_POSIX_MEMALIGN:
+		return alloc_enter(a3, 0, a1);
+	case MEMLEAK_FN_ALIGNED:
+	case MEMLEAK_FN_MMAP:
+		return alloc_enter(a2, 0, 0);
+	case MEMLEAK_FN_MREMAP:
+		return alloc_enter(a3, a1, 0);
+	case MEMLEAK_FN_FREE:
+		return free_enter(a1);
+	}
+	return 0;
 }
 
-SEC("uprobe")
-int BPF_KPROBE(calloc_enter, size_t nmemb, size_t size)
-{
-	return alloc_enter(nmemb * size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(realloc_enter, void *ptr, size_t size)
-{
-	return alloc_enter(size, (__u64)ptr, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(reallocarray_enter, void *ptr, size_t nmemb, size_t size)
-{
-	return alloc_enter(nmemb * size, (__u64)ptr, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(posix_memalign_enter, void **memptr, size_t alignment, size_t size)
-{
-	return alloc_enter(size, 0, (__u64)memptr);
-}
-
-/* aligned_alloc and memalign: (alignment, size). */
-SEC("uprobe")
-int BPF_KPROBE(aligned_enter, size_t alignment, size_t size)
-{
-	return alloc_enter(size, 0, 0);
-}
-
-/* valloc and pvalloc: (size). */
-SEC("uprobe")
-int BPF_KPROBE(valloc_enter, size_t size)
-{
-	return alloc_enter(size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(mmap_enter, void *addr, size_t length)
-{
-	return alloc_enter(length, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(mremap_enter, void *old_address, size_t old_size, size_t new_size)
-{
-	return alloc_enter(new_size, (__u64)old_address, 0);
-}
-
-/* Return of every call above except posix_memalign. */
+/* Return of every allocating function above. */
 SEC("uretprobe")
-int BPF_KRETPROBE(alloc_return, void *ret)
+int user_return(struct pt_regs *ctx)
 {
-	return alloc_exit(ctx, (__u64)ret, false);
-}
+	bool via_memptr = bpf_get_attach_cookie(ctx) == MEMLEAK_FN_POSIX_MEMALIGN;
 
-SEC("uretprobe")
-int BPF_KRETPROBE(posix_memalign_return, int ret)
-{
-	return alloc_exit(ctx, (__u64)(long)ret, true);
-}
-
-/* free and munmap: (address, ...). */
-SEC("uprobe")
-int BPF_KPROBE(free_enter_prog, void *address)
-{
-	return free_enter((__u64)address);
+	return alloc_exit(ctx, via_memptr ? (__u64)(int)PT_REGS_RC(ctx) : PT_REGS_RC(ctx), via_memptr);
 }
 
 /* The target replaced its program: what its old image had outstanding went with its

@@ -14,6 +14,19 @@
 #define MEMLEAK_TAG_PERCPU 2
 #define MEMLEAK_TAG_MASK 3
 
+/* Attach cookie of each allocator probe: which function, so one program serves all
+ * (one uprobe_multi link for every entry, one for every return). Functions whose
+ * arguments sit in the same places share a value (memleak.USER_FUNCTIONS). */
+#define MEMLEAK_FN_MALLOC 1          /* malloc, valloc, pvalloc: (size) */
+#define MEMLEAK_FN_CALLOC 2          /* (nmemb, size) */
+#define MEMLEAK_FN_REALLOC 3         /* (ptr, size) */
+#define MEMLEAK_FN_REALLOCARRAY 4    /* (ptr, nmemb, size) */
+#define MEMLEAK_FN_POSIX_MEMALIGN 5  /* (memptr, alignment, size), returns 0 and stores the pointer */
+#define MEMLEAK_FN_ALIGNED 6         /* aligned_alloc, memalign: (alignment, size) */
+#define MEMLEAK_FN_MMAP 7            /* (addr, length, ...) */
+#define MEMLEAK_FN_MREMAP 8          /* (old_address, old_size, new_size, ...) */
+#define MEMLEAK_FN_FREE 9            /* free, munmap: (address, ...) */
+
 /* Value of the `allocs` map, keyed by address (kernel: address | tag). */
 struct memleak_alloc {
 	__u64 size_bytes;

@@ -12,15 +12,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
 from conftest import requires_bpf
 from memwatcher import kernel
+from memwatcher.elf import function_offsets
 from memwatcher.symbolize import Frame
 from memwatcher.tools.memleak import (
+    USER_FUNCTIONS,
     KernelMemleak,
     LeakReport,
     LeakStack,
@@ -316,6 +318,40 @@ def test_pid_exact_leaks_and_min_age(leaky: Path) -> None:
             assert sorted(a.size_bytes for a in shown.allocations if a.stack_id == late_id) == [77] * 9
             combined = leaks.read(top=None)
             assert combined.lost_allocs == combined.lost_inflight == 0
+
+
+def _bpf_links() -> int:
+    links = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):  # the directory's own fd, closed by now
+            links += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf_link"
+    return links
+
+
+@requires_bpf
+@pytest.mark.parametrize("links", ["uprobe_multi", "perf_event"])
+def test_probes_one_link_per_program_or_one_per_offset(
+    leaky: Path, links: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if links == "uprobe_multi" and not kernel.probe_feature("uprobe_multi").available:
+        pytest.skip(f"uprobe_multi unavailable: {kernel.probe_feature('uprobe_multi').detail}")
+    if links == "perf_event":  # what kernels before 6.6 get
+        real = kernel.probe_feature
+        monkeypatch.setattr(
+            kernel, "probe_feature", lambda name: kernel.FeatureResult(False) if name == "uprobe_multi" else real(name)
+        )
+    before = _bpf_links()
+    with _child([str(leaky), "wait"]) as child, UserMemleak(child.proc.pid) as leaks:
+        assert leaks.multi_links == (links == "uprobe_multi")
+        with open(leaks.library, "rb") as f:  # the oracle: libc's own symbol table
+            offsets = function_offsets(f.fileno(), list(USER_FUNCTIONS))
+        returns = {offsets[name] for name, (_, has_return) in USER_FUNCTIONS.items() if has_return}
+        # entries and returns, the loader's _dl_debug_state, sched_process_exec
+        expected = 4 if links == "uprobe_multi" else len(set(offsets.values())) + len(returns) + 2
+        assert _bpf_links() - before == expected
+        child.send("go")
+        check_exact_leaks(report_json(leaks.read(top=None)), "leaky.c")
+    assert _bpf_links() == before
 
 
 @requires_bpf

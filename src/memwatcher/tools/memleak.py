@@ -55,6 +55,7 @@ import typer
 
 from .. import kernel
 from ..cfi import header_path
+from ..elf import NotElfError, function_offsets
 from ..errors import MemwatcherError, NoSuchProcessError, PrivilegeError
 from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
@@ -88,28 +89,27 @@ __all__ = [
     "report_json",
 ]
 
-# Allocator function -> (entry program, return program or None). The same
-# program serves functions whose arguments sit in the same places.
-USER_FUNCTIONS: dict[str, tuple[str, str | None]] = {
-    "malloc": ("malloc_enter", "alloc_return"),
-    "calloc": ("calloc_enter", "alloc_return"),
-    "realloc": ("realloc_enter", "alloc_return"),
-    "reallocarray": ("reallocarray_enter", "alloc_return"),
-    "posix_memalign": ("posix_memalign_enter", "posix_memalign_return"),
-    "aligned_alloc": ("aligned_enter", "alloc_return"),
-    "memalign": ("aligned_enter", "alloc_return"),
-    "valloc": ("valloc_enter", "alloc_return"),
-    "pvalloc": ("valloc_enter", "alloc_return"),
-    "free": ("free_enter_prog", None),
-    "mmap": ("mmap_enter", "alloc_return"),
-    "munmap": ("free_enter_prog", None),
-    "mremap": ("mremap_enter", "alloc_return"),
+# Allocator function -> (its attach cookie in bpf/memleak.h, whether its return is
+# probed). Two programs serve them all: user_enter and user_return.
+USER_FUNCTIONS: dict[str, tuple[str, bool]] = {
+    "malloc": ("MEMLEAK_FN_MALLOC", True),
+    "calloc": ("MEMLEAK_FN_CALLOC", True),
+    "realloc": ("MEMLEAK_FN_REALLOC", True),
+    "reallocarray": ("MEMLEAK_FN_REALLOCARRAY", True),
+    "posix_memalign": ("MEMLEAK_FN_POSIX_MEMALIGN", True),
+    "aligned_alloc": ("MEMLEAK_FN_ALIGNED", True),
+    "memalign": ("MEMLEAK_FN_ALIGNED", True),
+    "valloc": ("MEMLEAK_FN_MALLOC", True),
+    "pvalloc": ("MEMLEAK_FN_MALLOC", True),
+    "free": ("MEMLEAK_FN_FREE", False),
+    "mmap": ("MEMLEAK_FN_MMAP", True),
+    "munmap": ("MEMLEAK_FN_FREE", False),
+    "mremap": ("MEMLEAK_FN_MREMAP", True),
 }
-_USER_PROGRAMS = {p for pair in USER_FUNCTIONS.values() for p in pair if p} | {
-    "dl_debug_state",
-    "target_exec",
-    "forget_alloc",
-}
+# Attached to file offsets: through uprobe_multi links where the kernel has them (one
+# link per program, detached in one grace period), else one perf-event uprobe each.
+_PROBE_PROGRAMS = ("user_enter", "user_return", "dl_debug_state")
+_USER_PROGRAMS = {*_PROBE_PROGRAMS, "target_exec", "forget_alloc"}
 
 _BPF_F_USER_STACK = 1 << 8  # include/uapi/linux/bpf.h, stable ABI
 _LIBC = re.compile(r"(^|/)libc(\.so|-\d[\d.]*\.so)")
@@ -336,7 +336,12 @@ def plan() -> kernel.Plan:
     programs = kernel_programs(kernel.tracepoint_params, percpu=True)
     uprobe = kernel.probe_features()["uprobe"]
     # Without uprobes (or the right to create them) --kernel still runs.
-    hooks = [kernel.Hook("uprobes (user space)", uprobe.available, required=False, detail=uprobe.detail)]
+    multi = kernel.probe_feature("uprobe_multi")
+    hooks = [
+        kernel.Hook("uprobes (user space)", uprobe.available, required=False, detail=uprobe.detail),
+        # Without them each probe is a perf event: the same report, seconds longer to exit.
+        kernel.Hook("uprobe_multi links (user space)", multi.available, required=False, detail=multi.detail),
+    ]
     hooks += [kernel.tracepoint_hook(tp) for tp in sorted(set(programs.enabled.values()))]
     variant = "; ".join(programs.variants) or "default"
     return kernel.Plan("memleak", hooks=hooks, variant=variant, problems=programs.problems)
@@ -526,6 +531,17 @@ def _why_no_memory(pid: int) -> str:
     return "it is a kernel thread (memleak --kernel --pid traces what it allocates)"
 
 
+def _function_offsets(binary: str, names: Sequence[str]) -> dict[str, int]:
+    """File offsets of the functions ``names`` that ``binary`` defines (where uprobes go)."""
+    try:
+        with open(binary, "rb") as f:
+            return function_offsets(f.fileno(), names)
+    except FileNotFoundError:
+        raise TargetError(f"{binary} does not exist (did the process exit?)") from None
+    except (OSError, NotElfError) as e:
+        raise TargetError(f"cannot read the symbols of {binary}: {e}") from None
+
+
 def _find_mapped_library(pid: int, obj: str | None) -> str:
     """Path (as the process sees it) of the allocator library mapped by ``pid``."""
     try:
@@ -584,6 +600,10 @@ class UserMemleak(_Tracer):
                 binary = f"/proc/{pid}/root{mapped}"
             self.library = binary
             self.obj = obj = self._open(_USER_PROGRAMS, _BPF_F_USER_STACK)
+            self.multi_links = kernel.probe_feature("uprobe_multi").available
+            if self.multi_links:
+                for name in _PROBE_PROGRAMS:
+                    obj.programs[name].set_expected_attach_type("trace_uprobe_multi")
             obj.rodata.target_tgid = pid
             obj.rodata.dl_signal = int(LOADER_SIGNAL) if traced_command and self.dwarf else 0
             obj.load()
@@ -638,7 +658,11 @@ class UserMemleak(_Tracer):
             ldso = _find_mapped_library(self.pid, "ld-linux")
         except TargetError:
             return False  # statically linked: nothing is loaded later
-        self.obj.programs.dl_debug_state.attach_uprobe(f"/proc/{self.pid}/root{ldso}", "_dl_debug_state", pid=self.pid)
+        ldso_path = f"/proc/{self.pid}/root{ldso}"
+        offsets = _function_offsets(ldso_path, ["_dl_debug_state"])
+        if not offsets:
+            return False  # a loader without the debugger's hook: objects dlopened later get no tables
+        self._attach_probes(self.obj.programs.dl_debug_state, ldso_path, {offsets["_dl_debug_state"]: 0})
         return True
 
     def _watch_target(self, dl_seen: int, execs_seen: int) -> None:
@@ -678,30 +702,45 @@ class UserMemleak(_Tracer):
         )
 
     def _attach(self, binary: str, prefix: str) -> None:
+        offsets = _function_offsets(binary, [f"{prefix}{name}" for name in USER_FUNCTIONS])
+        self.skipped = [f"{prefix}{name}" for name in USER_FUNCTIONS if f"{prefix}{name}" not in offsets]
+        if f"{prefix}malloc" in self.skipped:
+            raise TargetError(f"{binary} has no {prefix}malloc symbol (use --obj for another allocator)")
+        # offset -> cookie, once per offset: a probe twice at one address (memalign is
+        # aligned_alloc in glibc) would run its program twice per call.
+        enter: dict[int, int] = {}
+        ret: dict[int, int] = {}
+        for name, (cookie_name, has_return) in USER_FUNCTIONS.items():
+            offset = offsets.get(f"{prefix}{name}")
+            if offset is not None and offset not in enter:
+                enter[offset] = self._layouts.constants[cookie_name]
+                if has_return:
+                    ret[offset] = enter[offset]
         programs = self.obj.programs
         # Return probes first: an entry seen without its return would make
         # every later call of that thread look nested.
-        for want_return in (True, False):
-            for name, (enter, ret) in USER_FUNCTIONS.items():
-                prog = ret if want_return else enter
-                if prog is None or f"{prefix}{name}" in self.skipped:
-                    continue
-                try:
-                    programs[prog].attach_uprobe(binary, f"{prefix}{name}", pid=self.pid, retprobe=want_return)
-                except LibbpfError as e:
-                    if e.errno == 3:  # ESRCH: the process is gone
-                        raise TargetError(f"process {self.pid} exited") from None
-                    if e.errno in (2, 22):  # ENOENT / EINVAL: no such symbol in the library
-                        self.skipped.append(f"{prefix}{name}")
-                        continue
-                    if e.errno in (errno.EACCES, errno.EPERM) and not kernel.privileges().cap_sys_admin:
-                        raise PrivilegeError(
-                            f"memleak of a process needs CAP_SYS_ADMIN here: the kernel refuses uprobes "
-                            f"without it ({e.strerror} attaching {prefix}{name})"
-                        ) from None
-                    raise
-        if f"{prefix}malloc" in self.skipped:
-            raise TargetError(f"{binary} has no {prefix}malloc symbol (use --obj for another allocator)")
+        self._attach_probes(programs.user_return, binary, ret, retprobe=True)
+        self._attach_probes(programs.user_enter, binary, enter)
+
+    def _attach_probes(self, prog: Any, binary: str, cookies: dict[int, int], *, retprobe: bool = False) -> None:
+        """Attach ``prog`` at each file offset of ``binary`` with its cookie (``{offset: cookie}``)."""
+        try:
+            if self.multi_links:
+                prog.attach_uprobe_multi(
+                    binary, list(cookies), cookies=list(cookies.values()), pid=self.pid, retprobe=retprobe
+                )
+                return
+            for offset, cookie in cookies.items():
+                prog.attach_uprobe(binary, offset=offset, pid=self.pid, retprobe=retprobe, cookie=cookie)
+        except LibbpfError as e:
+            if e.errno == errno.ESRCH:
+                raise TargetError(f"process {self.pid} exited") from None
+            if e.errno in (errno.EACCES, errno.EPERM) and not kernel.privileges().cap_sys_admin:
+                raise PrivilegeError(
+                    f"memleak of a process needs CAP_SYS_ADMIN here: the kernel refuses uprobes "
+                    f"without it ({e.strerror} attaching to {binary})"
+                ) from None
+            raise
 
     def _symbolize(self, sym: Symbolizer, addresses: Sequence[int]) -> list[list[Frame]]:
         # Sampled at the allocator's return: every address is a return address.
