@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import TEST_BPF_DIR, build_test_object, requires_bpf
+from memwatcher.elf import function_offsets
 from memwatcher.libbpf import BTF, BPFObject, LibbpfError, NotSupportedError, RingBuffer, VerifierError
 from memwatcher.records import load_header
-from memwatcher.elf import function_offsets
 
 pytestmark = requires_bpf
 

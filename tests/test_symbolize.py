@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from memwatcher.elf import ElfLayout, Segment
 from memwatcher.symbolize import (
     Frame,
     KernelSymbols,
@@ -30,7 +31,6 @@ from memwatcher.symbolize import (
     format_frame,
     format_stack,
 )
-from memwatcher.elf import ElfLayout, Segment
 from memwatcher.symbolize._procmaps import ProcessMaps, parse_maps
 from memwatcher.symbolize._symtab import STB_GLOBAL, STB_LOCAL, STB_WEAK, SymbolTable
 
