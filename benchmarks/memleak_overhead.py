@@ -89,7 +89,7 @@ class _Floor:
         for prog in self.obj.programs.values():
             prog.autoload = prog.name == "on_getpid"
         self.obj.load()
-        libc = f"/proc/{pid}/root{_find_mapped_library(pid, None)}"
+        libc = _find_mapped_library(pid, None)
         prog = self.obj.programs.on_getpid
         prog.attach_uprobe(libc, "malloc", pid=pid, retprobe=True)
         prog.attach_uprobe(libc, "malloc", pid=pid)

@@ -354,6 +354,62 @@ def test_probes_one_link_per_program_or_one_per_offset(
     assert _bpf_links() == before
 
 
+def _copy_with_libraries(exe: Path, root: Path) -> None:
+    """``exe`` as ``root``/leaky with the shared libraries it loads at their paths (copies: other inodes)."""
+    shutil.copy2(exe, root / "leaky")
+    ldd = subprocess.run(["ldd", str(exe)], capture_output=True, text=True, check=True).stdout
+    for path in re.findall(r"(/\S+) \(0x", ldd):
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, root / path.lstrip("/"))
+
+
+@requires_bpf
+@pytest.mark.skipif(shutil.which("chroot") is None, reason="needs chroot(8)")
+def test_pid_in_a_chroot_is_traced_in_its_own_files(leaky: Path, tmp_path: Path) -> None:
+    # Its maps show our path of its libc (tmp_path/jail/lib/...), which it calls /lib/...: a
+    # copy, not our /lib/... file. Probes and symbols must come from the files it maps.
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    _copy_with_libraries(leaky, jail)
+    with _child(["chroot", str(jail), "/leaky", "wait"]) as child, UserMemleak(child.proc.pid) as leaks:
+        assert leaks.library.startswith(f"/proc/{child.proc.pid}/")
+        child.send("go")
+        check_exact_leaks(report_json(leaks.read(top=None)), "leaky.c")
+
+
+@requires_bpf
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+@pytest.mark.parametrize("host_side", ["nothing", "decoy"])
+def test_pid_in_a_private_mount_namespace(leaky: Path, tmp_path: Path, host_side: str) -> None:
+    # A statically linked program (the allocator is in it) at a path that, on our side, holds
+    # nothing or a decoy: the same program with its lines moved, so its symbols would be wrong.
+    static = tmp_path / "leaky-static"
+    subprocess.run(
+        ["gcc", "-g", "-O0", "-fno-omit-frame-pointer", "-static", "-pthread", "-o", str(static), "-x", "c", "-"],
+        input=LEAKY_C,
+        text=True,
+        check=True,
+    )
+    app = tmp_path / "app"
+    app.mkdir()
+    if host_side == "decoy":
+        subprocess.run(
+            ["gcc", "-g", "-O0", "-static", "-pthread", "-o", str(app / "leaky"), "-x", "c", "-"],
+            input="\n" * 40 + LEAKY_C,
+            text=True,
+            check=True,
+        )
+    real = tmp_path / "real"
+    real.mkdir()
+    shutil.copy2(static, real / "leaky")
+    script = f"mount --bind {real} {app} && exec {app}/leaky wait"
+    with _child(["unshare", "-m", "--propagation", "private", "sh", "-c", script]) as child:
+        assert (app / "leaky").exists() == (host_side == "decoy")
+        with UserMemleak(child.proc.pid) as leaks:
+            child.send("go")
+            check_exact_leaks(report_json(leaks.read(top=None)), "<stdin>")
+
+
 @requires_bpf
 def test_pid_exec_drops_what_the_old_image_left(leaky: Path) -> None:
     """--pid across execve: the old image's allocations are gone, the new one's are exact."""

@@ -104,23 +104,42 @@ class ProcessMaps:
         m = self.mappings[i]
         return m, self._module_of.get(m.start)
 
-    def open_module(self, module: Module) -> int:
-        """Open the module's file (read-only) and return the descriptor; OSError if none works."""
+    def modules(self) -> list[Module]:
+        """Every mapped file, in address order."""
+        unique = {id(m): m for m in self._module_of.values()}
+        return sorted(unique.values(), key=lambda m: m.first.start)
+
+    def _candidates(self, module: Module) -> list[str]:
         first = module.first
         candidates = [f"/proc/{self.pid}/map_files/{first.range_text}", f"/proc/{self.pid}/root{first.name}"]
         if not first.deleted:
             candidates.append(first.name)
+        return candidates
+
+    def open_module(self, module: Module) -> int:
+        """Open the module's file (read-only) and return the descriptor; OSError if none works."""
         error: OSError | None = None
-        for path in candidates:
+        for path in self._candidates(module):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
                 error = error or e
                 continue
-            if os.fstat(fd).st_ino == first.inode:
+            if os.fstat(fd).st_ino == module.first.inode:
                 return fd
             os.close(fd)
-        raise error or FileNotFoundError(first.name)
+        raise error or FileNotFoundError(module.first.name)
+
+    def module_path(self, module: Module) -> str:
+        """A path naming the module's very file, for interfaces that take a path (uprobes); OSError if none."""
+        error: OSError | None = None
+        for path in self._candidates(module):
+            try:
+                if os.stat(path).st_ino == module.first.inode:
+                    return path
+            except OSError as e:
+                error = error or e
+        raise error or FileNotFoundError(module.first.name)
 
     def debuglink_base(self, module: Module) -> str:
         """The path next to which ``.gnu_debuglink`` files are searched.

@@ -65,6 +65,7 @@ from ..progress import slow_step
 from ..records import load_header
 from ..runner import readable, run_periodic, stop_on_signals
 from ..symbolize import Frame, SymbolizeError, Symbolizer
+from ..symbolize._procmaps import ProcessMaps
 from ..unwinder import UnwindStats, UnwindTables
 
 __all__ = [
@@ -543,29 +544,40 @@ def _function_offsets(binary: str, names: Sequence[str]) -> dict[str, int]:
 
 
 def _find_mapped_library(pid: int, obj: str | None) -> str:
-    """Path (as the process sees it) of the allocator library mapped by ``pid``."""
+    """A path that opens the allocator library ``pid`` maps: the very file, wherever its root is.
+
+    The library is the one named ``obj`` (a path as the process or we see it,
+    or a name such as ``libjemalloc.so.2``), else libc, else the executable
+    (statically linked). /proc/PID/maps spells paths from our root, so a
+    chrooted process's libc shows as ``/srv/jail/lib/...``: the file is
+    reached through ``/proc/PID/map_files`` (or ``/proc/PID/root``), never by
+    its name on our side, where another file may have it.
+    """
     try:
-        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        maps = ProcessMaps.read(pid)
     except FileNotFoundError:
         raise TargetError(f"process {pid} does not exist") from None
     except PermissionError:
         raise TargetError(f"no permission to read /proc/{pid}/maps") from None
-    paths = []
-    for line in lines:
-        parts = line.split(maxsplit=5)
-        if len(parts) == 6 and parts[5].startswith("/") and parts[5] not in paths:
-            paths.append(parts[5])
-    if not paths:
+    modules = maps.modules()
+    if not modules:
         raise TargetError(f"process {pid} has no user memory: {_why_no_memory(pid)}")
     if obj:
-        for p in paths:
-            if p == obj or os.path.basename(p).startswith(os.path.basename(obj)):
-                return p
-        raise TargetError(f"process {pid} does not map {obj}")
-    for p in paths:
-        if _LIBC.search(p):
-            return p
-    return os.readlink(f"/proc/{pid}/exe")  # statically linked: the allocator is in the executable
+        name = os.path.basename(obj)
+        chosen = next((m for m in modules if m.path.endswith(obj) or os.path.basename(m.path).startswith(name)), None)
+        if chosen is None:
+            raise TargetError(f"process {pid} does not map {obj}")
+    else:
+        chosen = next((m for m in modules if _LIBC.search(m.path)), None)
+    try:
+        if chosen is None:  # statically linked: the allocator is in the executable
+            exe_inode = os.stat(f"/proc/{pid}/exe").st_ino
+            chosen = next((m for m in modules if m.first.inode == exe_inode), modules[0])
+        return maps.module_path(chosen)
+    except FileNotFoundError:
+        raise TargetError(f"process {pid} exited") from None
+    except OSError as e:
+        raise TargetError(f"cannot open the allocator library of process {pid}: {e.strerror}") from None
 
 
 class UserMemleak(_Tracer):
@@ -596,8 +608,7 @@ class UserMemleak(_Tracer):
         self.skipped: list[str] = []
         try:
             if binary is None:
-                mapped = _find_mapped_library(pid, library)
-                binary = f"/proc/{pid}/root{mapped}"
+                binary = _find_mapped_library(pid, library)
             self.library = binary
             self.obj = obj = self._open(_USER_PROGRAMS, _BPF_F_USER_STACK)
             self.multi_links = kernel.probe_feature("uprobe_multi").available
@@ -655,10 +666,9 @@ class UserMemleak(_Tracer):
     def _attach_loader(self) -> bool:
         """Follow the dynamic loader (dlopen, dlclose) so new objects get unwind tables."""
         try:
-            ldso = _find_mapped_library(self.pid, "ld-linux")
+            ldso_path = _find_mapped_library(self.pid, "ld-linux")
         except TargetError:
             return False  # statically linked: nothing is loaded later
-        ldso_path = f"/proc/{self.pid}/root{ldso}"
         offsets = _function_offsets(ldso_path, ["_dl_debug_state"])
         if not offsets:
             return False  # a loader without the debugger's hook: objects dlopened later get no tables
