@@ -420,8 +420,9 @@ static __always_inline bool is_target(__u32 *tid)
 }
 
 /* Entry of an allocating call; `old` (realloc, mremap) is freed here, before
- * the allocator can hand the same address to another thread. */
-static __always_inline int alloc_enter(__u64 size, __u64 old, __u64 memptr)
+ * the allocator can hand the same address to another thread. `counts`: false for
+ * a call that allocates nothing (address space reserved with PROT_NONE). */
+static __always_inline int alloc_enter(__u64 size, __u64 old, __u64 memptr, bool counts)
 {
 	struct memleak_inflight *f, n = {};
 	__u32 tid;
@@ -438,7 +439,7 @@ static __always_inline int alloc_enter(__u64 size, __u64 old, __u64 memptr)
 	n.size_bytes = size;
 	n.memptr = memptr;
 	n.depth = 1;
-	n.record = wanted(size);
+	n.record = counts && wanted(size);
 	if (bpf_map_update_elem(&inflight, &tid, &n, BPF_ANY))
 		__sync_fetch_and_add(&lost_inflight, 1);
 	return 0;
@@ -495,20 +496,24 @@ int user_enter(struct pt_regs *ctx)
 
 	switch (bpf_get_attach_cookie(ctx)) {
 	case MEMLEAK_FN_MALLOC:
-		return alloc_enter(a1, 0, 0);
+		return alloc_enter(a1, 0, 0, true);
 	case MEMLEAK_FN_CALLOC:
-		return alloc_enter(a1 * a2, 0, 0);
+		return alloc_enter(a1 * a2, 0, 0, true);
 	case MEMLEAK_FN_REALLOC:
-		return alloc_enter(a2, a1, 0);
+		return alloc_enter(a2, a1, 0, true);
 	case MEMLEAK_FN_REALLOCARRAY:
-		return alloc_enter(a2 * a3, a1, 0);
+		return alloc_enter(a2 * a3, a1, 0, true);
 	case MEMLEAK_FN_POSIX_MEMALIGN:
-		return alloc_enter(a3, 0, a1);
+		return alloc_enter(a3, 0, a1, true);
 	case MEMLEAK_FN_ALIGNED:
+		return alloc_enter(a2, 0, 0, true);
 	case MEMLEAK_FN_MMAP:
-		return alloc_enter(a2, 0, 0);
+		/* A PROT_NONE mapping reserves address space, no memory: glibc reserves
+		 * each new arena's 64 MiB heap so, even inside free(). Still entered, so
+		 * that its return is matched while nested in another call. */
+		return alloc_enter(a2, 0, 0, a3 != MEMLEAK_PROT_NONE);
 	case MEMLEAK_FN_MREMAP:
-		return alloc_enter(a3, a1, 0);
+		return alloc_enter(a3, a1, 0, true);
 	case MEMLEAK_FN_FREE:
 		return free_enter(a1);
 	}

@@ -27,6 +27,9 @@
 #define MEMLEAK_FN_MREMAP 8          /* (old_address, old_size, new_size, ...) */
 #define MEMLEAK_FN_FREE 9            /* free, munmap: (address, ...) */
 
+/* mmap's prot for an inaccessible mapping (include/uapi/asm-generic/mman-common.h). */
+#define MEMLEAK_PROT_NONE 0
+
 /* Value of the `allocs` map, keyed by address (kernel: address | tag). */
 struct memleak_alloc {
 	__u64 size_bytes;

@@ -120,6 +120,18 @@ static void *thread_free(void *arg)
 	return arg;
 }
 
+/* A thread whose first allocator call is free(): glibc makes its arena there. */
+static void *first_call_free(void *p)
+{
+	free(p);
+	return NULL;
+}
+/* Address space, no memory: glibc reserves each arena's heap and thread stacks so. */
+__attribute__((noinline)) void *reserve_only(void)
+{
+	return mmap(NULL, 1024 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+}
+
 static void leak_all(void)
 {
 	for (int i = 0; i < 7; i++) sink = leak_malloc();
@@ -171,6 +183,20 @@ int main(int argc, char **argv)
 		leak_all();
 		say("done");
 		if (!wait_line("late")) return 1;
+		for (int i = 0; i < 9; i++) sink = leak_late();
+		say("done");
+		wait_line("exit");
+		return 0;
+	}
+	if (!strcmp(mode, "reserve")) { /* --pid: reservations, and an arena made inside free() */
+		say("ready");
+		if (!wait_line("go")) return 1;
+		for (int i = 0; i < 3; i++) sink = reserve_only();
+		for (int i = 0; i < 4; i++) {
+			pthread_t t;
+			pthread_create(&t, NULL, first_call_free, malloc(100));
+			pthread_join(t, NULL);
+		}
 		for (int i = 0; i < 9; i++) sink = leak_late();
 		say("done");
 		wait_line("exit");
@@ -408,6 +434,20 @@ def test_pid_in_a_private_mount_namespace(leaky: Path, tmp_path: Path, host_side
         with UserMemleak(child.proc.pid) as leaks:
             child.send("go")
             check_exact_leaks(report_json(leaks.read(top=None)), "<stdin>")
+
+
+@requires_bpf
+def test_address_space_reserved_with_prot_none_is_no_allocation(leaky: Path) -> None:
+    # 3 x 4 MiB PROT_NONE by the program itself, and the arenas glibc reserves inside
+    # free() for threads whose first call is a free: none of it is memory in use.
+    with _child([str(leaky), "reserve"]) as child, UserMemleak(child.proc.pid) as leaks:
+        child.send("go")
+        stacks = report_json(leaks.read(top=None))["stacks"]
+    assert by_leaf(stacks)["leak_late"]["outstanding_bytes"] == 9 * 77  # what is real still counts
+    for stack in stacks:
+        assert "reserve_only" not in functions(stack)
+        assert "first_call_free" not in functions(stack)
+        assert stack["outstanding_bytes"] < 1 << 20, functions(stack)
 
 
 @requires_bpf
