@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from memwatcher import __version__
-from memwatcher.cli import app
+from memwatcher.cli import root_command
 
 
 def esc(text: str) -> str:
@@ -36,7 +34,7 @@ def option_lines(cmd, ctx) -> list[str]:  # typer vendors click: its Command and
 
 
 def main() -> None:
-    root = typer.main.get_command(app)
+    root = root_command(load_all=True)
     ctx = root.context_class(root, info_name="memwatcher")
     lines = [
         f'.TH MEMWATCHER 1 "" "memwatcher {__version__}" "User Commands"',

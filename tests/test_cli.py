@@ -73,21 +73,20 @@ def test_without_privileges_one_line_and_nonzero_exit() -> None:
 
 def test_each_short_flag_means_one_thing_in_every_command() -> None:
     """-n is always --top, -o always --output, ...: a short flag learned on one report holds on all."""
-    import typer
+    from memwatcher.cli import root_command
 
-    from memwatcher.cli import app
-
+    root = root_command(load_all=True)
     # Parameters that are one idea under two Python names.
     same = {"top_processes": "top", "fmt": "output"}
     meanings: dict[str, set[str]] = {}
-    for sub in typer.main.get_command(app).commands.values():
+    for sub in root.commands.values():
         for param in sub.params:
             names = [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]
             for short in (n for n in names if len(n) == 2):
                 meanings.setdefault(short, set()).add(same.get(param.name, param.name))
     assert {short: uses for short, uses in meanings.items() if len(uses) > 1} == {}
     # BCC memleak's flags mean what they mean there.
-    memleak = {n: p.name for p in typer.main.get_command(app).commands["memleak"].params for n in p.opts}
+    memleak = {n: p.name for p in root.commands["memleak"].params for n in p.opts}
     assert {f: memleak[f] for f in ("-p", "-c", "-a", "-T", "-z", "-Z", "-s", "-O", "--older")} == {
         "-p": "pid",
         "-c": "command",

@@ -7,28 +7,48 @@ handler is in place. Errors are one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import json
 import resource
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from . import __version__, corecheck, doctor, exporter, libbpf
 from .errors import MemwatcherError, NotSupportedError, PrivilegeError
-from .kernel import require_bpf
-from .objects import objects_dir
 from .options import Count, Duration, Interval, schedule
 from .output import Column, OutputFormat, make_writer
 from .runner import raise_on_signals, run_periodic, stop_on_signals
-from .tools import report_modules
+from .tools import REPORTS
 
 EXIT_RUNTIME = 1
 EXIT_UNSUPPORTED = 77
 
+# Commands defined by their own module (its register(app)), imported only when named:
+# `memwatcher procstat` never imports memleak's symbolizer or the exporter's HTTP server.
+_COMMAND_MODULES = {**{name: f"{__package__}.tools.{name}" for name in REPORTS}, "export": f"{__package__}.exporter"}
+
+
+class _LazyCommands(TyperGroup):
+    """The root command group, loading each module-defined command on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in _COMMAND_MODULES if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        module = _COMMAND_MODULES.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            sub = typer.Typer(rich_markup_mode=None)
+            importlib.import_module(module).register(sub)
+            self.add_command(typer.main.get_command(sub), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=_LazyCommands,
     help="eBPF memory observatory: per-process and system memory, page allocation, reclaim, leaks, OOM kills.\n\n"
     "Without a command, runs the live dashboard (memwatcher top). Periodic reports also take "
     "BCC-style positional arguments: memwatcher procstat 2 10 = every 2 s, 10 samples.\n\n"
@@ -38,11 +58,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     add_completion=True,
+    rich_markup_mode=None,
 )
 
 
 def _version(value: bool) -> None:
     if value:
+        from . import __version__, libbpf
+        from .objects import objects_dir
+
         typer.echo(f"memwatcher {__version__}")
         typer.echo(f"libbpf {libbpf.libbpf_version()} from {libbpf.libbpf_path()}")
         typer.echo(f"BPF objects in {objects_dir()}")
@@ -73,6 +97,7 @@ def top_command(
     Example: memwatcher top --interval 1 --top 15
     """
     from .dashboard import Dashboard, fancy_terminal, render_rich, render_text
+    from .kernel import require_bpf
     from .progress import slow_step
 
     require_bpf()
@@ -118,6 +143,8 @@ def doctor_command(
 
     Example: memwatcher doctor --output json; memwatcher doctor --btf vmlinux-6.1.btf
     """
+    from . import doctor
+
     if btf is not None:
         _doctor_btf(btf, output)
         return
@@ -143,6 +170,9 @@ def doctor_command(
 
 
 def _doctor_btf(btf: Path, output: OutputFormat) -> None:
+    from . import corecheck
+    from .kernel import require_bpf
+
     if not btf.is_file():
         raise typer.BadParameter(f"no such file: {btf}", param_hint="--btf")
     require_bpf()
@@ -180,12 +210,16 @@ def _doctor_btf(btf: Path, output: OutputFormat) -> None:
         raise typer.Exit(EXIT_RUNTIME)
 
 
-for _module in report_modules().values():
-    _module.register(app)
-exporter.register(app)
+def root_command(load_all: bool = False) -> Any:
+    """The click command behind ``app``; ``load_all`` imports every command (man page, tests)."""
+    root = typer.main.get_command(app)
+    if load_all:
+        for name in root.list_commands(None):
+            root.get_command(None, name)
+    return root
 
 
-def _bcc_positionals(argv: list[str]) -> list[str]:
+def _bcc_positionals(root: Any, argv: list[str]) -> list[str]:
     """Rewrite BCC-style ``CMD [options] interval [count]`` into ``--interval``/``--count``.
 
     Which options take a value is read from the command's own definition, so
@@ -193,8 +227,7 @@ def _bcc_positionals(argv: list[str]) -> list[str]:
     """
     if not argv or argv[0].startswith("-"):
         return argv
-    command = typer.main.get_command(app)
-    sub = command.commands.get(argv[0]) if hasattr(command, "commands") else None
+    sub = root.get_command(None, argv[0])
     names = {n for p in (sub.params if sub else []) for n in getattr(p, "opts", [])}
     if sub is None or "--interval" not in names:
         return argv
@@ -224,14 +257,15 @@ def _bcc_positionals(argv: list[str]) -> list[str]:
 
 
 def _run() -> None:
-    args = _bcc_positionals(sys.argv[1:])
+    root = root_command()
+    args = _bcc_positionals(root, sys.argv[1:])
     try:
-        status = app(args=args, prog_name="memwatcher", standalone_mode=False)
+        status = root.main(args=args, prog_name="memwatcher", standalone_mode=False)
     except Exception as e:
         if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
             raise
         # A usage error (click's, vendored by typer): one line, exit 2.
-        known = getattr(typer.main.get_command(app), "commands", {})
+        known = root.list_commands(None)
         command = next((a for a in args if a in known), "")
         hint = f"memwatcher {command} --help" if command else "memwatcher --help"
         print(f"memwatcher: {e.format_message()} (see {hint})", file=sys.stderr)
