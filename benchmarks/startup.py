@@ -8,7 +8,8 @@ Two views, each the median of ``--repeat`` runs:
   to ``python -c pass``;
 * in process, with ``--unwind dwarf`` and ``fp``: importing the report,
   loading the BPF object (the verifier), attaching the probes, the first read
-  with symbolization, and closing (detaching every probe: the exit time).
+  with symbolization, and closing (detaching every probe: the exit time);
+  once more with a target calling malloc and free as fast as it can.
 
 Run as root: ``.venv/bin/python benchmarks/startup.py [--repeat N]``.
 """
@@ -27,6 +28,8 @@ from pathlib import Path
 MEMWATCHER = [str(Path(sys.executable).with_name("memwatcher"))]
 # A target that allocates now and then, so the first report has stacks to symbolize.
 TARGET = "import time\nkeep = []\nwhile True:\n    keep.append(bytearray(4096)); time.sleep(0.01)\n"
+# One that calls malloc and free as fast as it can: probes fire while they are detached.
+BUSY_TARGET = "while True:\n    bytearray(4096)\n"
 
 
 def _wall(argv: list[str]) -> float:
@@ -94,6 +97,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     target = subprocess.Popen([sys.executable, "-c", TARGET])
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_TARGET])
     try:
         time.sleep(0.5)
         commands = {
@@ -102,27 +106,34 @@ def main() -> None:
             "memwatcher memleak --help": [*MEMWATCHER, "memleak", "--help"],
         }
         walls: dict[str, list[float]] = defaultdict(list)
-        phases: dict[str, dict[str, list[float]]] = {u: defaultdict(list) for u in ("dwarf", "fp")}
+        # (unwind mode, target pid) by label
+        configs = {
+            "--unwind dwarf": ("dwarf", target.pid),
+            "--unwind fp": ("fp", target.pid),
+            "--unwind dwarf, target calling malloc/free flat out": ("dwarf", busy.pid),
+        }
+        phases: dict[str, dict[str, list[float]]] = {label: defaultdict(list) for label in configs}
         for _ in range(args.repeat):  # round-robin: load drifts hit every configuration alike
             for name, argv in commands.items():
                 walls[name].append(_wall(argv))
             first, total = _first_report_s(target.pid)
             walls["memleak --pid: first report (less the 1 s interval)"].append(first)
             walls["memleak --pid: to exit (1 report)"].append(total)
-            for unwind, table in phases.items():
-                for phase, seconds in _in_process(target.pid, unwind).items():
-                    table[phase].append(seconds)
+            for label, (unwind, pid) in configs.items():
+                for phase, seconds in _in_process(pid, unwind).items():
+                    phases[label][phase].append(seconds)
     finally:
-        target.kill()
-        target.wait()
+        for proc in (target, busy):
+            proc.kill()
+            proc.wait()
     base = statistics.median(walls["python -c pass (baseline)"])
     print(f"median of {args.repeat} runs\n")
     print(f"{'command':58} {'seconds':>8} {'x python':>9}")
     for name, values in walls.items():
         median = statistics.median(values)
         print(f"{name:58} {median:8.3f} {median / base:9.1f}")
-    for unwind, table in phases.items():
-        print(f"\nin process, --unwind {unwind}")
+    for label, table in phases.items():
+        print(f"\nin process, {label}")
         for phase, values in table.items():
             print(f"  {phase:56} {statistics.median(values):8.3f}")
 

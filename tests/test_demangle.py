@@ -152,7 +152,7 @@ def test_without_libstdcxx(monkeypatch: pytest.MonkeyPatch, fresh_cache: None) -
         raise OSError(f"cannot load library {name!r}")
 
     monkeypatch.setattr(_demangle, "_cxx", _demangle._UNSET)
-    monkeypatch.setattr(_demangle._ffi, "dlopen", no_library)
+    monkeypatch.setattr(_demangle._get_ffi(), "dlopen", no_library)
     assert [demangle(n) for n in CXX_NAMES] == CXX_NAMES
     assert demangle(RUST_V0[0]) != RUST_V0[0]  # Rust needs no libstdc++
     assert demangle(RUST_LEGACY_ESCAPED[0]) != RUST_LEGACY_ESCAPED[0]

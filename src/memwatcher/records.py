@@ -14,8 +14,8 @@ import re
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
-import cffi
 import numpy as np
 
 __all__ = ["Layouts", "load_header"]
@@ -51,7 +51,7 @@ def _clean(source: str) -> tuple[str, dict[str, int]]:
     return "\n".join(lines), constants
 
 
-def _dtype(ffi: cffi.FFI, ctype: cffi.FFI.CType) -> np.dtype:
+def _dtype(ffi: Any, ctype: Any) -> np.dtype:
     if ctype.kind == "primitive":
         size = ffi.sizeof(ctype)
         if ctype.cname in ("char", "_Bool", "bool"):
@@ -79,6 +79,8 @@ def _dtype(ffi: cffi.FFI, ctype: cffi.FFI.CType) -> np.dtype:
 def load_header(path: str | Path) -> Layouts:
     """Parse a record header: ``layouts.<struct name>`` is its numpy dtype."""
     source, constants = _clean(Path(path).read_text())
+    import cffi  # here: ~20 ms that a command's --help need not pay
+
     ffi = cffi.FFI()
     ffi.cdef(_PRELUDE + source)
     layouts = Layouts(constants=constants)

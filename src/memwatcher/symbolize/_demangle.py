@@ -25,8 +25,6 @@ import functools
 import re
 from typing import Any
 
-import cffi
-
 __all__ = ["demangle"]
 
 _CDEF = """
@@ -39,21 +37,33 @@ void free(void *ptr);
 _RUST_LEGACY = re.compile(r"_ZN.*17h[0-9a-f]{16}E(?:\.[!-~]*)?\Z", re.S)
 _RUST_HASH = re.compile(r"::h[0-9a-f]{16}(?=\Z| \[clone )")
 
-_ffi = cffi.FFI()
-_ffi.cdef(_CDEF)
 _UNSET: Any = object()
+_ffi: Any = None  # cffi.FFI, made on first use: importing cffi costs ~20 ms of start-up
 _cxx: Any = _UNSET  # (libstdc++, C namespace) or None
 _rust: Any = _UNSET  # pyderust.demangle or None
+
+
+def _get_ffi() -> Any:
+    """The cffi.FFI of the two declarations, made once."""
+    global _ffi
+    if _ffi is None:
+        import cffi
+
+        ffi = cffi.FFI()
+        ffi.cdef(_CDEF)
+        _ffi = ffi
+    return _ffi
 
 
 def _cxx_libs():
     """(libstdc++, global C namespace) once, or None when libstdc++ cannot be loaded."""
     global _cxx
     if _cxx is _UNSET:
+        ffi = _get_ffi()
         try:
             # free() must come from the allocator libstdc++'s malloc resolved to: both are
             # looked up in the process's global namespace (an LD_PRELOADed allocator included).
-            _cxx = (_ffi.dlopen("libstdc++.so.6"), _ffi.dlopen(None))
+            _cxx = (ffi.dlopen("libstdc++.so.6"), ffi.dlopen(None))
         except OSError:
             _cxx = None
     return _cxx

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-
-import cffi
+from typing import Any
 
 from ._symtab import SymbolTable, wanted
 from ._types import DebugFile, Lookup, SourceFrame, innermost_range
@@ -81,14 +80,19 @@ _DW_AT_CALL_LINE = 0x59
 _DW_AT_LINKAGE_NAME = 0x6E
 _DW_AT_MIPS_LINKAGE_NAME = 0x2007
 
-_ffi = cffi.FFI()
-_ffi.cdef(_CDEF)
+_ffi: Any = None  # cffi.FFI, made on first use: importing cffi and parsing _CDEF cost ~30 ms
 _lib = None
 
 
 def _load():
     """dlopen libdw once; OSError when it is not installed."""
-    global _lib
+    global _lib, _ffi
+    if _ffi is None:
+        import cffi
+
+        ffi = cffi.FFI()
+        ffi.cdef(_CDEF)
+        _ffi = ffi
     if _lib is None:
         # libdw's debuginfod client reads this when libdw is loaded: never go to the network.
         os.environ.pop("DEBUGINFOD_URLS", None)
