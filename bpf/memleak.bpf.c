@@ -475,17 +475,12 @@ static __always_inline int alloc_exit(void *ctx, __u64 address, bool via_memptr)
 	return 0;
 }
 
+/* free and munmap are calls like the others, closed by their return: what the allocator
+ * does inside them belongs to them (glibc makes a thread's arena inside free() when
+ * that is its first call). Nested in realloc & co., the outer call accounts for it. */
 static __always_inline int free_enter(__u64 address)
 {
-	__u32 tid;
-
-	if (!is_target(&tid) || !address)
-		return 0;
-	/* A free inside realloc & co. belongs to that call, already accounted. */
-	if (bpf_map_lookup_elem(&inflight, &tid))
-		return 0;
-	free_key(address);
-	return 0;
+	return alloc_enter(0, address, 0, false);
 }
 
 /* Entry of every allocator function; the attach cookie says which (memleak.h). */
@@ -520,7 +515,7 @@ int user_enter(struct pt_regs *ctx)
 	return 0;
 }
 
-/* Return of every allocating function above. */
+/* Return of every function above. */
 SEC("uretprobe")
 int user_return(struct pt_regs *ctx)
 {

@@ -90,22 +90,23 @@ __all__ = [
     "report_json",
 ]
 
-# Allocator function -> (its attach cookie in bpf/memleak.h, whether its return is
-# probed). Two programs serve them all: user_enter and user_return.
-USER_FUNCTIONS: dict[str, tuple[str, bool]] = {
-    "malloc": ("MEMLEAK_FN_MALLOC", True),
-    "calloc": ("MEMLEAK_FN_CALLOC", True),
-    "realloc": ("MEMLEAK_FN_REALLOC", True),
-    "reallocarray": ("MEMLEAK_FN_REALLOCARRAY", True),
-    "posix_memalign": ("MEMLEAK_FN_POSIX_MEMALIGN", True),
-    "aligned_alloc": ("MEMLEAK_FN_ALIGNED", True),
-    "memalign": ("MEMLEAK_FN_ALIGNED", True),
-    "valloc": ("MEMLEAK_FN_MALLOC", True),
-    "pvalloc": ("MEMLEAK_FN_MALLOC", True),
-    "free": ("MEMLEAK_FN_FREE", False),
-    "mmap": ("MEMLEAK_FN_MMAP", True),
-    "munmap": ("MEMLEAK_FN_FREE", False),
-    "mremap": ("MEMLEAK_FN_MREMAP", True),
+# Allocator function -> its attach cookie in bpf/memleak.h. Two programs serve them
+# all, user_enter and user_return: every call is closed by its return, so that calls
+# nested in any of them (free included) belong to it.
+USER_FUNCTIONS: dict[str, str] = {
+    "malloc": "MEMLEAK_FN_MALLOC",
+    "calloc": "MEMLEAK_FN_CALLOC",
+    "realloc": "MEMLEAK_FN_REALLOC",
+    "reallocarray": "MEMLEAK_FN_REALLOCARRAY",
+    "posix_memalign": "MEMLEAK_FN_POSIX_MEMALIGN",
+    "aligned_alloc": "MEMLEAK_FN_ALIGNED",
+    "memalign": "MEMLEAK_FN_ALIGNED",
+    "valloc": "MEMLEAK_FN_MALLOC",
+    "pvalloc": "MEMLEAK_FN_MALLOC",
+    "free": "MEMLEAK_FN_FREE",
+    "mmap": "MEMLEAK_FN_MMAP",
+    "munmap": "MEMLEAK_FN_FREE",
+    "mremap": "MEMLEAK_FN_MREMAP",
 }
 # Attached to file offsets: through uprobe_multi links where the kernel has them (one
 # link per program, detached in one grace period), else one perf-event uprobe each.
@@ -718,19 +719,16 @@ class UserMemleak(_Tracer):
             raise TargetError(f"{binary} has no {prefix}malloc symbol (use --obj for another allocator)")
         # offset -> cookie, once per offset: a probe twice at one address (memalign is
         # aligned_alloc in glibc) would run its program twice per call.
-        enter: dict[int, int] = {}
-        ret: dict[int, int] = {}
-        for name, (cookie_name, has_return) in USER_FUNCTIONS.items():
+        cookies: dict[int, int] = {}
+        for name, cookie_name in USER_FUNCTIONS.items():
             offset = offsets.get(f"{prefix}{name}")
-            if offset is not None and offset not in enter:
-                enter[offset] = self._layouts.constants[cookie_name]
-                if has_return:
-                    ret[offset] = enter[offset]
+            if offset is not None:
+                cookies.setdefault(offset, self._layouts.constants[cookie_name])
         programs = self.obj.programs
         # Return probes first: an entry seen without its return would make
         # every later call of that thread look nested.
-        self._attach_probes(programs.user_return, binary, ret, retprobe=True)
-        self._attach_probes(programs.user_enter, binary, enter)
+        self._attach_probes(programs.user_return, binary, cookies, retprobe=True)
+        self._attach_probes(programs.user_enter, binary, cookies)
 
     def _attach_probes(self, prog: Any, binary: str, cookies: dict[int, int], *, retprobe: bool = False) -> None:
         """Attach ``prog`` at each file offset of ``binary`` with its cookie (``{offset: cookie}``)."""
