@@ -146,7 +146,7 @@ struct pglist_data___pr {
 	struct task_struct *kswapd;
 } __attribute__((preserve_access_index));
 
-/* ---- paf ---- */
+/* ---- paf, sysstat ---- */
 
 /* zone->managed_pages is an atomic_long_t since Linux 5.0 (commit 9705bea5f833,
  * "mm: convert zone->managed_pages to atomic variable"), a plain unsigned long
@@ -155,7 +155,7 @@ struct zone___paf_ulong {
 	unsigned long managed_pages;
 } __attribute__((preserve_access_index));
 
-static __always_inline unsigned long paf_zone_managed_pages(const struct zone *zone)
+static __always_inline unsigned long zone_managed_pages(const struct zone *zone)
 {
 	if (bpf_core_field_exists(zone->managed_pages.counter))
 		return BPF_CORE_READ(zone, managed_pages.counter);

@@ -150,7 +150,7 @@ static __always_inline void read_zone_state(struct zone *z, struct zone_state *s
 	s->wmark_high = read_u64(wmark + bpf_core_enum_value(enum zone_watermarks, WMARK_HIGH) * sizeof(long));
 	s->boost = bpf_core_field_exists(z->watermark_boost) ? BPF_CORE_READ(z, watermark_boost) : 0;
 	s->present = BPF_CORE_READ(z, present_pages);
-	s->managed = paf_zone_managed_pages(z);
+	s->managed = zone_managed_pages(z);
 	s->free = read_u64(vm_stat + bpf_core_enum_value(enum zone_stat_item, NR_FREE_PAGES) * sizeof(long));
 }
 

@@ -53,6 +53,8 @@ struct sysstat_scratch {
 	__s64 node[NODE_ITEMS_MAX];
 	__s64 zone[ZONE_ITEMS_MAX];
 	__s64 zone_sum[ZONE_ITEMS_MAX];
+	__s64 managed;
+	__s64 wmark_low;
 	struct sysstat_node out;
 };
 
@@ -181,6 +183,17 @@ static __always_inline void zone_items(struct sysstat_scratch *sc)
 	ZONE_SLOT(SYSSTAT_FREE_CMA_PAGES, enum zone_stat_item, NR_FREE_CMA_PAGES);
 }
 
+/* The kernel's low_wmark_pages(zone): the low watermark raised by any boost. */
+static __always_inline __s64 low_wmark_pages(char *zone)
+{
+	struct zone *z = (struct zone *)zone;
+	unsigned long low = 0;
+
+	bpf_probe_read_kernel(&low, sizeof(low), zone + bpf_core_field_offset(struct zone, _watermark) +
+						       bpf_core_enum_value(enum zone_watermarks, WMARK_LOW) * sizeof(long));
+	return low + (bpf_core_field_exists(z->watermark_boost) ? BPF_CORE_READ(z, watermark_boost) : 0);
+}
+
 /* Copy one node's counters (its own and its zones' sums) into `nodes`;
  * returns 1 if written. Not inlined, and the counters are picked outside
  * any loop: otherwise clang hoists the index arithmetic of every slot out of
@@ -207,12 +220,16 @@ static __noinline int snapshot_node(struct sysstat_scratch *sc, char *pgdat, __u
 	if (n > ZONE_ITEMS_MAX)
 		n = ZONE_ITEMS_MAX;
 	__builtin_memset(sc->zone_sum, 0, sizeof(sc->zone_sum));
+	sc->managed = 0;
+	sc->wmark_low = 0;
 	for (z = 0; z < ZONES_MAX && z < nzones; z++) {
 		zone = pgdat + bpf_core_field_offset(struct pglist_data, node_zones) + z * zone_size;
 		if (bpf_probe_read_kernel(sc->zone, n * sizeof(__s64), zone + bpf_core_field_offset(struct zone, vm_stat)))
 			return 0;
 		for (i = 0; i < ZONE_ITEMS_MAX && i < n; i++)
 			sc->zone_sum[i] += sc->zone[i];
+		sc->managed += zone_managed_pages((struct zone *)zone);
+		sc->wmark_low += low_wmark_pages(zone);
 	}
 
 	__builtin_memset(out, 0, sizeof(*out));
@@ -223,6 +240,10 @@ static __noinline int snapshot_node(struct sysstat_scratch *sc, char *pgdat, __u
 	out->trigger = trigger;
 	node_items(sc);
 	zone_items(sc);
+	out->value[SYSSTAT_MANAGED] = sc->managed;
+	out->value[SYSSTAT_WMARK_LOW] = sc->wmark_low;
+	out->value[SYSSTAT_TOTALRESERVE] = BPF_CORE_READ((struct pglist_data *)pgdat, totalreserve_pages);
+	out->present |= 1ULL << SYSSTAT_MANAGED | 1ULL << SYSSTAT_WMARK_LOW | 1ULL << SYSSTAT_TOTALRESERVE;
 	return bpf_map_update_elem(&nodes, &nid, out, BPF_ANY) == 0;
 }
 

@@ -37,6 +37,12 @@
 #define SYSSTAT_MLOCK 25
 #define SYSSTAT_BOUNCE 26
 #define SYSSTAT_FREE_CMA_PAGES 27
+/* Not vm_stat counters, the other inputs of the kernel's MemAvailable estimate
+ * (si_mem_available): pages the node's zones manage (MemTotal's parts), their low
+ * watermarks with any boost (low_wmark_pages), and the node's totalreserve_pages. */
+#define SYSSTAT_MANAGED 28
+#define SYSSTAT_WMARK_LOW 29
+#define SYSSTAT_TOTALRESERVE 30
 #define SYSSTAT_NR_SLOTS 32
 
 /* sysstat_node.trigger: what took the snapshot. */

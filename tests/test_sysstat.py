@@ -50,25 +50,46 @@ def _proc_kv(path: str) -> dict[str, int]:
     return out
 
 
+def _zone_watermarks() -> dict[str, int]:
+    """From /proc/zoneinfo, in bytes: the zones' low watermarks (boost included, as it
+    prints them) and the reserve the kernel derives from them (calculate_totalreserve_pages:
+    per zone, its largest lowmem protection plus its high watermark, at most what it manages)."""
+    low = reserve = 0
+    for zone in re.split(r"\nNode ", Path("/proc/zoneinfo").read_text()):
+        fields = dict(re.findall(r"^\s+(low|high|managed)\s+(\d+)$", zone, re.M))
+        protection = re.search(r"protection: \(([\d, ]+)\)", zone)
+        if not fields or protection is None:
+            continue
+        low += int(fields["low"])
+        most = max(int(p) for p in protection.group(1).split(","))
+        reserve += min(most + int(fields["high"]), int(fields["managed"]))
+    return {"low_watermark_bytes": low * PAGE, "reserved_bytes": reserve * PAGE}
+
+
 def proc_counters() -> dict[str, int | None]:
     """Each counter in bytes from /proc: /proc/vmstat where it has the raw
-    counter (pages; nr_kernel_stack in KiB), else the /proc/meminfo line (kB).
-    None: /proc/vmstat has no line for the kernel counter (the kernel lacks it)."""
+    counter (pages; nr_kernel_stack in KiB), else the /proc/meminfo line (kB),
+    else /proc/zoneinfo. None: /proc/vmstat has no line for the kernel counter
+    (the kernel lacks it)."""
     vmstat = _proc_kv("/proc/vmstat")
     meminfo = _proc_kv("/proc/meminfo")
+    zones = _zone_watermarks()
     out: dict[str, int | None] = {}
     for c in COUNTERS:
         if c.vmstat is not None:
             out[c.key] = None if c.vmstat not in vmstat else vmstat[c.vmstat] * (1024 if c.kib else PAGE)
-        else:
+        elif c.meminfo is not None:
             out[c.key] = meminfo[c.meminfo] * 1024
+        else:
+            out[c.key] = zones[c.key]
     return out
 
 
 def _slack_bytes(c: Counter) -> int:
     thresholds = [int(t) for t in re.findall(r"vm stats threshold:\s+(\d+)", Path("/proc/zoneinfo").read_text())]
     per_counter = max(thresholds or [125]) * os.cpu_count()  # 125: the kernel's maximum threshold
-    return per_counter * len(c.slots) * (1024 if c.kib else PAGE)
+    inputs = len(c.slots) or 5  # available_bytes: free, reserve, file LRUs, reclaimable kernel memory
+    return per_counter * inputs * (1024 if c.kib else PAGE)
 
 
 def _mismatches(before: dict, got: SysSample, after: dict) -> list[str]:
@@ -84,7 +105,8 @@ def _mismatches(before: dict, got: SysSample, after: dict) -> list[str]:
             bad.append(f"{c.key}: absent in sysstat, /proc says {lo}")
             continue
         lo, hi = min(lo, hi), max(lo, hi)
-        tol = max(0.01 * hi, _slack_bytes(c))
+        # The derived estimate is held to its inputs' per-CPU slack alone ("within rounding").
+        tol = _slack_bytes(c) if not c.slots else max(0.01 * hi, _slack_bytes(c))
         if not lo - tol <= value <= hi + tol:
             bad.append(f"{c.key}: sysstat {value}, /proc {lo}..{hi} (tolerance {tol:.0f})")
     return bad
@@ -175,6 +197,18 @@ def test_counters_from_slots_units_and_absence() -> None:
     assert got["bounce_bytes"] is None
 
 
+def test_mem_available_is_the_kernels_estimate() -> None:
+    """si_mem_available: free - reserve + file LRUs and reclaimable kernel memory, each
+    less min(half of it, the low watermark); never below 0."""
+    base = {"free_bytes": 1000, "reserved_bytes": 300, "active_file_bytes": 600, "inactive_file_bytes": 400}
+    big_low = {**base, "kreclaimable_bytes": 200, "low_watermark_bytes": 10_000}
+    assert sysstat.mem_available(big_low) == 1000 - 300 + 500 + 100  # half of each kept back
+    small_low = {**base, "kreclaimable_bytes": 200, "low_watermark_bytes": 50}
+    assert sysstat.mem_available(small_low) == 1000 - 300 + 950 + 150
+    assert sysstat.mem_available({**small_low, "reserved_bytes": 10**6}) == 0
+    assert sysstat.mem_available({**small_low, "kreclaimable_bytes": None}) is None
+
+
 def test_a_counter_below_zero_reads_as_zero_as_in_the_kernel() -> None:
     """nr_writeback dipped to -15 pages during a dd ... conv=fsync: /proc/meminfo says 0."""
     ids = {name.removeprefix("SYSSTAT_"): v for name, v in header("sysstat").constants.items()}
@@ -261,7 +295,10 @@ def test_per_node_rows_sum_to_total(stat: SysStat) -> None:
     assert stat.missing_nodes() == []
     for c in COUNTERS:
         parts = [getattr(r, c.key) for r in nodes]
-        assert getattr(total, c.key) == (None if None in parts else sum(parts)), c.key
+        if c.slots:
+            assert getattr(total, c.key) == (None if None in parts else sum(parts)), c.key
+    # The estimate is not additive: the total's is computed from the summed inputs.
+    assert total.available_bytes == sysstat.mem_available(total.counters())
 
 
 @requires_bpf

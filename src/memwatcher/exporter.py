@@ -244,7 +244,8 @@ class MemwatcherCollector(Collector):
         for c in sysstat.COUNTERS:
             g = GaugeMetricFamily(
                 _name("memory_" + _MEMORY_NAMES.get(c.key, c.key)),
-                f"System memory: {c.meminfo or c.vmstat} (vm_stat snapshot, bytes), per NUMA node",
+                f"System memory: {c.meminfo or c.vmstat or c.key.removesuffix('_bytes')} (vm_stat snapshot, bytes), "
+                "per NUMA node",
                 labels=["node"],
             )
             for r in rows:

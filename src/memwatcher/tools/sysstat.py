@@ -61,6 +61,7 @@ __all__ = [
     "SysStat",
     "SysStatOptions",
     "columns_for",
+    "mem_available",
     "parse_node_list",
     "plan",
     "register",
@@ -113,6 +114,8 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("mapped_bytes", "MAPPED", "part1", ("FILE_MAPPED",), "Mapped", "nr_mapped"),
     Counter("shmem_bytes", "SHMEM", "part1", ("SHMEM",), "Shmem", "nr_shmem"),
     Counter("free_bytes", "FREE", "part1", ("FREE_PAGES",), "MemFree", "nr_free_pages"),
+    Counter("available_bytes", "AVAIL", "part1", (), "MemAvailable"),  # derived: mem_available()
+    Counter("total_bytes", "TOTAL", "part1", ("MANAGED",), "MemTotal"),
     # part2: the original's -n view (kernel memory) plus huge pages and the rest of meminfo's vm_stat lines.
     Counter("kreclaimable_bytes", "KRECLM", "part2", ("SLAB_RECLAIMABLE", "KERNEL_MISC_RECLAIMABLE"), "KReclaimable"),
     Counter("slab_bytes", "SLAB", "part2", ("SLAB_RECLAIMABLE", "SLAB_UNRECLAIMABLE"), "Slab"),
@@ -139,6 +142,8 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("cma_free_bytes", "CMAFREE", "part2", ("FREE_CMA_PAGES",), "CmaFree", "nr_free_cma"),
     Counter("bounce_bytes", "BOUNCE", "part2", ("BOUNCE",), "Bounce", "nr_bounce"),
     Counter("writeback_tmp_bytes", "WBTMP", "part2", ("WRITEBACK_TEMP",), "WritebackTmp", "nr_writeback_temp"),
+    Counter("low_watermark_bytes", "WMARKLOW", "part2", ("WMARK_LOW",)),
+    Counter("reserved_bytes", "RESERVED", "part2", ("TOTALRESERVE",)),
 )
 GROUPS = ("part1", "part2")
 
@@ -170,6 +175,8 @@ class SysSample:
     mapped_bytes: int | None
     shmem_bytes: int | None
     free_bytes: int | None
+    available_bytes: int | None
+    total_bytes: int | None
     kreclaimable_bytes: int | None
     slab_bytes: int | None
     sreclaimable_bytes: int | None
@@ -188,6 +195,8 @@ class SysSample:
     cma_free_bytes: int | None
     bounce_bytes: int | None
     writeback_tmp_bytes: int | None
+    low_watermark_bytes: int | None
+    reserved_bytes: int | None
 
     def counters(self) -> dict[str, int | None]:
         """The ``*_bytes`` fields by name."""
@@ -209,6 +218,8 @@ def counters_from_slots(
     """Bytes per counter from raw slot values (kernel units) and the ``present`` bit mask."""
     out: dict[str, int | None] = {}
     for c in COUNTERS:
+        if not c.slots:
+            continue
         ids = [slot_ids[s] for s in c.slots]
         if not all(present >> i & 1 for i in ids):
             out[c.key] = None
@@ -217,7 +228,28 @@ def counters_from_slots(
         # kernel reads it as 0 (node_page_state, global_node_page_state), and so do we.
         raw = sum(max(0, int(values[i])) for i in ids)
         out[c.key] = raw * (1024 if c.kib else page_bytes)
+    out["available_bytes"] = mem_available(out)
     return out
+
+
+def mem_available(counters: dict[str, int | None]) -> int | None:
+    """The kernel's MemAvailable estimate (si_mem_available) from the other counters, in bytes.
+
+    Free memory less the reserve kept for the kernel, plus the page cache and
+    the reclaimable kernel memory that reclaim could free: half of each at
+    least, and all but the low watermark's worth. Not additive: totals are
+    computed from summed inputs, never by adding nodes' estimates.
+    """
+    inputs = ("free_bytes", "reserved_bytes", "active_file_bytes", "inactive_file_bytes", "kreclaimable_bytes")
+    values = [counters.get(key) for key in (*inputs, "low_watermark_bytes")]
+    if any(v is None for v in values):
+        return None
+    free, reserved, active_file, inactive_file, reclaimable, low = values
+    page_cache = active_file + inactive_file
+    available = free - reserved
+    available += page_cache - min(page_cache // 2, low)
+    available += reclaimable - min(reclaimable // 2, low)
+    return max(0, available)
 
 
 def parse_node_list(text: str) -> list[int]:
@@ -391,6 +423,7 @@ class SysStat:
         for c in COUNTERS:
             parts = [getattr(r, c.key) for r in rows]
             sums[c.key] = None if any(p is None for p in parts) else sum(parts)
+        sums["available_bytes"] = mem_available(sums)
         newest = max(rows, key=lambda r: r.snapshot_ns)
         return SysSample(None, newest.snapshot_ns, newest.trigger, **sums)
 
