@@ -37,6 +37,7 @@ from prometheus_client.utils import floatToGoString
 
 from conftest import PAGE_CACHE_WORKLOAD, Cgroup, fs_type, kib, memory_limited_cgroup, proc_status, requires_bpf, vmstat
 from memwatcher import exporter, kernel
+from memwatcher.pressure import read_pressure
 from memwatcher.tools import paf, pr, procstat, sysstat
 
 # Runs the export command the way cli.main would, then reports BPF fds still open.
@@ -86,7 +87,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 ANON_BYTES = 48 << 20
 SHMEM_BYTES = 8 << 20
 
-ALLOWED_LABELS = {"pid", "comm", "node", "zone", "lru", "kind", "report", "reason", "trigger", "le", "code"}
+ALLOWED_LABELS = {"pid", "comm", "node", "zone", "lru", "kind", "report", "reason", "trigger", "le", "code", "window"}
 NON_BASE_UNITS = {"pages", "kb", "kib", "mb", "mib", "ms", "us", "ns", "milliseconds", "microseconds", "percent"}
 
 
@@ -504,11 +505,20 @@ def test_exposition_parses_and_follows_conventions(child: subprocess.Popen[str])
     exp = Exporter("--top-processes", "3")
     try:
         wait_until(lambda: http_get(exp.url).count("memwatcher_process_rss_bytes{") == 3, 10, "three processes")
+        before = read_pressure()
         text = http_get(exp.url)
+        after = read_pressure()
     finally:
         exp.kill()
     assert lint_exposition(text, top_processes=3) == []
     families = {f.name: f for f in text_string_to_metric_families(text)}
+    if before is not None:  # PSI: stall totals only grow, so the scrape's lie between two reads
+        stalled = {s.labels["kind"]: s.value for s in families["memwatcher_memory_pressure_stalled_seconds"].samples}
+        for kind in ("some", "full"):
+            low, high = getattr(before, f"{kind}_total_us") / 1e6, getattr(after, f"{kind}_total_us") / 1e6
+            assert low <= stalled[kind] <= high, kind
+        ratios = families["memwatcher_memory_pressure_ratio"].samples
+        assert len(ratios) == 6 and all(0.0 <= s.value <= 1.0 for s in ratios)
     hist = families["memwatcher_reclaim_stall_seconds"]
     assert hist.type == "histogram"
     for kind in pr.KINDS:

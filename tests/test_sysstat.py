@@ -14,6 +14,7 @@ jobs on this shared machine could disturb get three attempts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import pytest
 from conftest import requires_bpf
 from memwatcher import kernel
 from memwatcher.objects import header
+from memwatcher.pressure import Pressure, parse_pressure, read_pressure
 from memwatcher.tools import sysstat
 from memwatcher.tools.sysstat import COUNTERS, GROUPS, Counter, SysSample, SysStat
 
@@ -232,7 +234,7 @@ def test_columns_and_groups() -> None:
     from memwatcher.output import OutputFormat
 
     resolve = sysstat._resolve_groups
-    assert resolve(None, False, OutputFormat.table) == ["part1"]
+    assert resolve(None, False, OutputFormat.table) == ["part1", "pressure"]
     assert resolve(None, False, OutputFormat.json) == list(GROUPS)
     assert resolve(["part2"], False, OutputFormat.json) == ["part2"]
     assert resolve(None, True, OutputFormat.table) == list(GROUPS)
@@ -367,14 +369,35 @@ def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 
 @requires_bpf
 def test_cli_json_has_every_key_and_count_stops() -> None:
+    before = read_pressure()
     proc = _cli("-o", "json", "-i", "0.2", "--count", "2")
+    after = read_pressure()
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 2
+    pressure_keys = {f"pressure_{f.name}" for f in dataclasses.fields(Pressure)}
     for line in lines:
         row = json.loads(line)
-        assert set(row) == {"time"} | {c.key for c in COUNTERS}
+        assert set(row) == {"time"} | {c.key for c in COUNTERS} | pressure_keys
         assert row["free_bytes"] > 0 and row["active_bytes"] > 0
+        if before is None:  # a kernel without PSI: said, and null
+            assert all(row[k] is None for k in pressure_keys)
+            continue
+        # Stall totals only grow: each reading lies between ours from /proc/pressure/memory.
+        for kind in ("some", "full"):
+            key = f"{kind}_total_us"
+            assert getattr(before, key) <= row[f"pressure_{key}"] <= getattr(after, key)
+            assert 0.0 <= row[f"pressure_{kind}_avg10_pct"] <= 100.0
+
+
+def test_parse_pressure() -> None:
+    text = "some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\nfull avg10=0.50 avg60=0.00 avg300=0.00 total=99\n"
+    got = parse_pressure(text)
+    assert (got.some_avg10_pct, got.some_total_us, got.full_avg10_pct, got.full_total_us) == (1.5, 1234, 0.5, 99)
+    assert got.fields()["pressure_some_avg60_pct"] == 0.25
+    with pytest.raises(ValueError, match="not a pressure file"):
+        parse_pressure("some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\n")
+    assert read_pressure("/nonexistent/pressure/memory") is None
 
 
 @requires_bpf
@@ -391,7 +414,8 @@ def test_cli_csv_header_and_table() -> None:
     proc = _cli("-o", "csv", "-i", "0.1", "--count", "2", "--all")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split(",") == ["time"] + [c.key for c in COUNTERS]
+    pressure = [f"pressure_{f.name}" for f in dataclasses.fields(Pressure)]
+    assert lines[0].split(",") == ["time"] + [c.key for c in COUNTERS] + pressure
     assert len(lines) == 3
     table = _cli("-i", "0.1", "--count", "1")
     assert table.returncode == 0, table.stderr

@@ -49,6 +49,7 @@ from . import kernel
 from .errors import MemwatcherError
 from .metrics_server import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, MetricsServer
 from .options import PID_MAX_LIMIT, Duration
+from .pressure import Pressure, read_pressure
 from .progress import slow_step
 from .reports import REPORT_NAMES, Reports
 from .runner import stop_on_signals
@@ -163,6 +164,30 @@ def _name(suffix: str) -> str:
     return "memwatcher_" + suffix
 
 
+def _pressure_metrics(pressure: Pressure | None) -> list[Metric]:
+    """The system's memory pressure (PSI): stall time counters and the kernel's running averages.
+
+    None (a kernel without PSI) exports nothing.
+    """
+    if pressure is None:
+        return []
+    stalled = CounterMetricFamily(
+        _name("memory_pressure_stalled_seconds"),
+        "Time some (at least one) or full (all non-idle) tasks stalled on memory, from /proc/pressure/memory",
+        labels=["kind"],
+    )
+    ratio = GaugeMetricFamily(
+        _name("memory_pressure_ratio"),
+        "Share of time tasks stalled on memory, the kernel's running average over the window",
+        labels=["kind", "window"],
+    )
+    for kind in ("some", "full"):
+        stalled.add_metric([kind], getattr(pressure, f"{kind}_total_us") / 1e6)
+        for window in ("10", "60", "300"):
+            ratio.add_metric([kind, f"{window}s"], getattr(pressure, f"{kind}_avg{window}_pct") / 100)
+    return [stalled, ratio]
+
+
 class MemwatcherCollector(Collector):
     """A prometheus_client collector over loaded :class:`Reports`.
 
@@ -263,7 +288,7 @@ class MemwatcherCollector(Collector):
         )
         snaps.add_metric(["alloc"], st.snapshots - st.forced)
         snaps.add_metric(["forced"], st.forced)
-        return [*out, age, snaps]
+        return [*out, age, snaps, *_pressure_metrics(read_pressure())]
 
     # ---- paf
 

@@ -34,6 +34,7 @@ kernels are >= 5.15):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from ..libbpf import BTF, BPFObject, MemwatcherError
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, Writer, make_writer, timestamp
+from ..pressure import SYSTEM_MEMORY_PRESSURE, Pressure, read_pressure
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 
@@ -145,7 +147,8 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("low_watermark_bytes", "WMARKLOW", "part2", ("WMARK_LOW",)),
     Counter("reserved_bytes", "RESERVED", "part2", ("TOTALRESERVE",)),
 )
-GROUPS = ("part1", "part2")
+# "pressure": the system's memory pressure (PSI, memwatcher.pressure), not per node.
+GROUPS = ("part1", "part2", "pressure")
 
 
 @dataclass(frozen=True)
@@ -431,10 +434,20 @@ class SysStat:
 # ---------------------------------------------------------------- CLI
 
 
-def columns_for(groups: Sequence[str], per_node: bool) -> list[Column]:
-    """Output columns for the chosen groups, in COUNTERS order (plus NODE)."""
+def columns_for(groups: Sequence[str], per_node: bool, table: bool = False) -> list[Column]:
+    """Output columns for the chosen groups, in COUNTERS order (plus NODE), then pressure.
+
+    Pressure is system-wide: no columns per node; a table shows its 10 s averages only.
+    """
     cols = [Column("node", "NODE")] if per_node else []
-    return cols + [Column(c.key, c.header, "bytes") for c in COUNTERS if c.group in groups]
+    cols += [Column(c.key, c.header, "bytes") for c in COUNTERS if c.group in groups]
+    if "pressure" in groups and not per_node:
+        keys = [k for k in _PRESSURE_KEYS if not table or k.endswith("avg10_pct")]
+        cols += [Column(k, k.removeprefix("pressure_").removesuffix("_pct").upper().replace("_AVG", "")) for k in keys]
+    return cols
+
+
+_PRESSURE_KEYS = [f"pressure_{field.name}" for field in dataclasses.fields(Pressure)]
 
 
 class _Reporter:
@@ -443,6 +456,16 @@ class _Reporter:
         self.writer = writer
         self.per_node = per_node
         self._warned_missing = False
+        self._warned_no_pressure = False
+
+    def _pressure(self) -> dict[str, float | int | None]:
+        pressure = read_pressure()
+        if pressure is None:
+            if not self._warned_no_pressure:
+                self.writer.message(f"sysstat: no {SYSTEM_MEMORY_PRESSURE}: this kernel keeps no PSI figures")
+                self._warned_no_pressure = True
+            return dict.fromkeys(_PRESSURE_KEYS)
+        return pressure.fields()
 
     def sample(self) -> None:
         rows = self.stat.read(per_node=self.per_node)
@@ -452,9 +475,11 @@ class _Reporter:
             self._warned_missing = True
         out = []
         for r in rows:
-            row: dict[str, int | None] = dict(r.counters())
+            row: dict[str, float | int | None] = dict(r.counters())
             if self.per_node:
                 row["node"] = r.node
+            else:
+                row.update(self._pressure())
             out.append(row)
         st = self.stat.stats()
         self.writer.write(out, timestamp(), title=f"snapshots {st.snapshots} (forced {st.forced})")
@@ -469,7 +494,7 @@ def _resolve_groups(groups: list[str] | None, all_groups: bool, output: OutputFo
             raise typer.BadParameter(f"unknown group {', '.join(bad)} (choose from {', '.join(GROUPS)}, all)")
         return [g for g in GROUPS if g in groups]
     # Machine-readable output carries every counter unless asked otherwise.
-    return ["part1"] if output == OutputFormat.table else list(GROUPS)
+    return ["part1", "pressure"] if output == OutputFormat.table else list(GROUPS)
 
 
 def register(app: typer.Typer) -> None:
@@ -484,8 +509,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--group",
                 "-g",
-                help="Column group: part1 (LRU, dirty, mapped; table default), part2 "
-                "(slab, huge pages, kernel; the original -n), all. Repeatable.",
+                help="Column group: part1 (LRU, dirty, mapped, available), part2 "
+                "(slab, huge pages, kernel; the original -n), pressure (PSI; with part1 the table default), "
+                "all. Repeatable.",
             ),
         ] = None,
         all_groups: Annotated[bool, typer.Option("--all", help="Every column group.")] = False,
@@ -508,5 +534,5 @@ def register(app: typer.Typer) -> None:
         with slow_step("loading and attaching sysstat..."):
             loaded = SysStat(SysStatOptions(min_period_ms=min_period_ms, variant=variant))
         with loaded as stat, stop_on_signals() as stop:
-            writer = make_writer(output, columns_for(groups, per_node))
+            writer = make_writer(output, columns_for(groups, per_node, table=output == OutputFormat.table))
             run_periodic(schedule(interval, duration, count), _Reporter(stat, writer, per_node).sample, stop)
