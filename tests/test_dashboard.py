@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from conftest import requires_bpf
 
@@ -63,7 +64,8 @@ def test_bare_command_is_the_dashboard_in_plain_text_and_sigterm_ends_it() -> No
     assert proc.returncode == 0, err
     assert "\x1b[" not in out
     assert out.count("memwatcher  ") >= 3  # two refreshes plus the final one on SIGTERM
-    assert "memory:  free" in out and "PID" in out
+    assert "memory:  total" in out and " available " in out and "PID" in out
+    assert ("pressure:  some " in out) == Path("/proc/pressure/memory").exists()
     assert "Traceback" not in err
 
 

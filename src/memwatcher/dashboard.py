@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .output import human_bytes, human_ns, timestamp
+from .pressure import Pressure, read_pressure
 from .reports import Reports
 from .tools import paf, pr, procstat, sysstat
 
@@ -22,6 +23,8 @@ __all__ = ["Dashboard", "DashboardState", "render_rich", "render_text"]
 
 # System memory rows: (label, SysSample field).
 _MEMORY_ROWS = (
+    ("total", "total_bytes"),
+    ("available", "available_bytes"),
     ("free", "free_bytes"),
     ("anon", "anon_pages_bytes"),
     ("file", "file_pages_bytes"),
@@ -54,6 +57,7 @@ class DashboardState:
     time: str
     interval_s: float
     memory: sysstat.SysSample | None = None
+    pressure: Pressure | None = None  # the system's memory PSI; None without PSI
     processes: list[ProcessRow] = field(default_factory=list)
     reclaim: pr.ReclaimSample | None = None
     reclaim_total: pr.ReclaimSample | None = None
@@ -96,6 +100,7 @@ class Dashboard:
         self._last = now
         if loaded.sysstat is not None:
             state.memory = loaded.sysstat.read()[0]
+        state.pressure = read_pressure()
         if loaded.procstat is not None:
             state.processes = self._top_processes(loaded.procstat.read())
         if loaded.pr is not None:
@@ -152,12 +157,21 @@ def _reclaim_lines(r: pr.ReclaimSample | None) -> list[tuple[str, str]]:
     ]
 
 
+def _pressure_line(p: Pressure) -> str:
+    return (
+        f"some {p.some_avg10_pct:.2f}% full {p.full_avg10_pct:.2f}% (10 s); "
+        f"some {p.some_avg60_pct:.2f}% full {p.full_avg60_pct:.2f}% (60 s)"
+    )
+
+
 def render_text(state: DashboardState) -> str:
     """The plain-text view (pipes, dumb terminals, the final summary)."""
     out = [f"memwatcher  {state.time}  (interval {state.interval_s:.1f}s)"]
     if state.memory is not None:
         cells = [f"{label} {_bytes(getattr(state.memory, key))}" for label, key in _MEMORY_ROWS]
         out.append("memory:  " + "  ".join(cells))
+    if state.pressure is not None:
+        out.append("pressure:  " + _pressure_line(state.pressure))
     if state.processes:
         out.append(f"{'PID':>8} {'COMM':<16} {'RSS':>9} {'PEAK':>9} {'GROWTH':>9} {'SWAP':>9}")
         for p in state.processes:
@@ -199,6 +213,8 @@ def render_rich(state: DashboardState) -> Any:
             if i + half < len(labels):
                 row += [labels[i + half], values[i + half]]
             mem.add_row(*row)
+        if state.pressure is not None:
+            mem.add_row("pressure", _pressure_line(state.pressure))
         parts.append(Panel(mem, title="system memory (sysstat)", expand=False))
     if state.processes:
         procs = Table(title="top processes by rss (procstat)", title_justify="left")
