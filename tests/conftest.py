@@ -76,6 +76,17 @@ def fs_type(path: Path) -> str:
     return fstype
 
 
+# A child that joins a cgroup (argv: its cgroup.procs), then touches memory until
+# the OOM killer ends it.
+OOM_HOG = r"""
+import os, sys
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+held = []
+while True:
+    held.append(bytearray(1 << 20))
+"""
+
 # A child that joins a cgroup (argv: its cgroup.procs, a file, MiB) and drives
 # it into limit reclaim: writes the file (dirty page cache over the limit),
 # fsyncs, drops its cache, reads it back (clean page cache), removes it.
@@ -118,6 +129,13 @@ class Cgroup:
             return None
         stat = dict(line.split() for line in (self.path / "memory.stat").read_text().splitlines())
         return int(stat["pgscan"]), int(stat["pgsteal"])
+
+    def without_swap(self) -> None:
+        """Keep the cgroup out of swap, so that its limit is hit, not swapped around."""
+        limit = (self.path / "memory.limit_in_bytes") if self.version == 1 else (self.path / "memory.max")
+        for name, value in (("memory.swap.max", "0"), ("memory.memsw.limit_in_bytes", limit.read_text().strip())):
+            if (self.path / name).exists():
+                (self.path / name).write_text(value)
 
     def limited(self) -> int:
         if self.version == 1:

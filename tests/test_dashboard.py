@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import requires_bpf
+from conftest import OOM_HOG, memory_limited_cgroup, requires_bpf
+from memwatcher.dashboard import Dashboard, render_text
 
 MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
 
@@ -83,3 +84,20 @@ def test_too_many_positionals_is_a_usage_error() -> None:
     proc = subprocess.run([*MEMWATCHER, "pr", "1", "2", "3"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+@requires_bpf
+def test_an_oom_kill_is_counted_and_named() -> None:
+    with memory_limited_cgroup(f"mwtest-dash-{os.getpid()}", 32 << 20) as cg, Dashboard(top=3) as board:
+        cg.without_swap()
+        assert board.sample().oom_kills_total == 0
+        hog = subprocess.Popen([sys.executable, "-c", OOM_HOG, str(cg.procs)])
+        assert hog.wait(timeout=60) == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        state = board.sample()
+        while state.oom_kills_total == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            state = board.sample()
+    assert state.oom_kills_total == 1
+    assert state.last_oom_kill is not None and state.last_oom_kill.victim_pid == hog.pid
+    assert f"OOM kills: 1 since start; last: {hog.pid} python" in render_text(state)

@@ -35,7 +35,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from conftest import PAGE_CACHE_WORKLOAD, Cgroup, fs_type, kib, memory_limited_cgroup, proc_status, requires_bpf, vmstat
+from conftest import (
+    OOM_HOG,
+    PAGE_CACHE_WORKLOAD,
+    Cgroup,
+    fs_type,
+    kib,
+    memory_limited_cgroup,
+    proc_status,
+    requires_bpf,
+    vmstat,
+)
 from memwatcher import exporter, kernel
 from memwatcher.pressure import read_pressure
 from memwatcher.tools import paf, pr, procstat, sysstat
@@ -207,7 +217,7 @@ class _FakeProcStat:
 
 
 def _fake_collector(top: int) -> tuple[exporter.MemwatcherCollector, CollectorRegistry]:
-    reports = SimpleNamespace(procstat=_FakeProcStat(), sysstat=None, paf=_FakePaf(), pr=None)
+    reports = SimpleNamespace(procstat=_FakeProcStat(), sysstat=None, paf=_FakePaf(), pr=None, oom=None)
     collector = exporter.MemwatcherCollector(reports, top_processes=top)  # type: ignore[arg-type]
     registry = CollectorRegistry()
     registry.register(collector)
@@ -528,7 +538,7 @@ def test_exposition_parses_and_follows_conventions(child: subprocess.Popen[str])
         count = next(s.value for s in hist.samples if s.name.endswith("_count") and s.labels["kind"] == kind)
         assert counts[-1] == count
     loaded = {s.labels["report"]: s.value for s in families["memwatcher_exporter_report_loaded"].samples}
-    assert loaded == {"procstat": 1, "sysstat": 1, "paf": 1, "pr": 1}
+    assert loaded == {"procstat": 1, "sysstat": 1, "paf": 1, "pr": 1, "oom": 1}
     rss = [s for s in families["memwatcher_process_rss_bytes"].samples]
     assert len(rss) == 3 and all(s.value > 0 for s in rss)
     promtool = shutil.which("promtool")
@@ -633,6 +643,23 @@ def test_memcg_reclaim_counters_and_stall_histogram(memcg: Cgroup) -> None:
     # The end-of-reclaim count also includes slab pages the shrinkers freed, which the kernel
     # credits to the reclaim (5 pages in a 6.1 guest, none on the host): 1% over the LRU's count.
     assert (WORKLOAD_MIB << 20) - 2 * LIMIT_BYTES <= stall_reclaimed <= 1.01 * reclaimed
+
+
+@requires_bpf
+def test_oom_kill_in_a_limited_cgroup_is_counted(memcg: Cgroup) -> None:
+    memcg.without_swap()
+    exp = Exporter("--top-processes", "0")
+    try:
+        before = scrape(exp.url)
+        hog = subprocess.run([sys.executable, "-c", OOM_HOG, str(memcg.procs)], capture_output=True, timeout=60)
+        assert hog.returncode == -signal.SIGKILL, hog.stderr
+        wait_until(lambda: delta(before, scrape(exp.url), "memwatcher_oom_kills_total") >= 1, 10, "the kill counted")
+        after = scrape(exp.url)
+    finally:
+        exp.kill()
+    assert delta(before, after, "memwatcher_oom_kills_total", kind="memcg") == 1
+    assert delta(before, after, "memwatcher_oom_kills_total", kind="global") == 0
+    assert after[("memwatcher_oom_kill_records_dropped_total", ())] == 0
 
 
 def test_bad_listen_is_a_usage_error() -> None:

@@ -202,18 +202,10 @@ def _killed_line(lines: list[str], pid: int) -> tuple[str, dict[str, int]] | Non
     return None
 
 
-def _no_swap(cg: Cgroup) -> None:
-    """Keep the cgroup out of swap, so that the limit is hit (not swapped around)."""
-    if cg.version == 2 and (cg.path / "memory.swap.max").exists():
-        (cg.path / "memory.swap.max").write_text("0")
-    if cg.version == 1 and (cg.path / "memory.memsw.limit_in_bytes").exists():
-        (cg.path / "memory.memsw.limit_in_bytes").write_text(str(LIMIT_BYTES))
-
-
 @contextmanager
 def limited_cgroup(tag: str) -> Iterator[Cgroup]:
     with memory_limited_cgroup(f"mwtest-oom-{tag}-{os.getpid()}", LIMIT_BYTES) as cg:
-        _no_swap(cg)
+        cg.without_swap()
         yield cg
 
 

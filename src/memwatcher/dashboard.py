@@ -17,7 +17,7 @@ from typing import Any
 from .output import human_bytes, human_ns, timestamp
 from .pressure import Pressure, read_pressure
 from .reports import Reports
-from .tools import paf, pr, procstat, sysstat
+from .tools import oom, paf, pr, procstat, sysstat
 
 __all__ = ["Dashboard", "DashboardState", "render_rich", "render_text"]
 
@@ -64,11 +64,13 @@ class DashboardState:
     zones: list[paf.ZoneStats] = field(default_factory=list)
     alloc_failures_total: int = 0
     kswapd_wakeups_total: int = 0
+    oom_kills_total: int = 0
+    last_oom_kill: oom.OomKill | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
 class Dashboard:
-    """Loads procstat, sysstat, pr and paf together; :meth:`sample` gives a state."""
+    """Loads procstat, sysstat, pr, paf and oom together; :meth:`sample` gives a state."""
 
     def __init__(self, top: int = 10) -> None:
         self.top = top
@@ -78,6 +80,8 @@ class Dashboard:
         self._reclaim_prev: pr.Snapshot | None = None
         self._failures_total = 0
         self._kswapd_total = 0
+        self._oom_kills_total = 0
+        self._last_oom_kill: oom.OomKill | None = None
         self._last = time.monotonic()
 
     def __enter__(self) -> Dashboard:
@@ -113,8 +117,14 @@ class Dashboard:
             state.zones = [z for z in sample.zones if z.managed_pages]
             self._failures_total += sum(z.failures for z in sample.zones)
             self._kswapd_total += sum(z.kswapd_wakeups for z in sample.zones)
+        if loaded.oom is not None:
+            kills = loaded.oom.consume()
+            self._oom_kills_total += len(kills)
+            self._last_oom_kill = kills[-1] if kills else self._last_oom_kill
         state.alloc_failures_total = self._failures_total
         state.kswapd_wakeups_total = self._kswapd_total
+        state.oom_kills_total = self._oom_kills_total
+        state.last_oom_kill = self._last_oom_kill
         return state
 
     def _top_processes(self, procs: list[procstat.ProcessMemory]) -> list[ProcessRow]:
@@ -157,6 +167,15 @@ def _reclaim_lines(r: pr.ReclaimSample | None) -> list[tuple[str, str]]:
     ]
 
 
+def _oom_line(state: DashboardState) -> str:
+    line = f"OOM kills: {state.oom_kills_total} since start"
+    k = state.last_oom_kill
+    if k is not None:
+        where = f"{k.kind or '?'} OOM" + (f" in {k.cgroup}" if k.cgroup else "")
+        line += f"; last: {k.victim_pid} {k.victim_comm}, rss {human_bytes(k.rss_bytes)}, {where}"
+    return line
+
+
 def _pressure_line(p: Pressure) -> str:
     return (
         f"some {p.some_avg10_pct:.2f}% full {p.full_avg10_pct:.2f}% (10 s); "
@@ -191,6 +210,8 @@ def render_text(state: DashboardState) -> str:
                 f"  node {z.node} {z.zone:<8} free {z.free_pages} pages  min/low/high {z.min_pages}/{z.low_pages}/"
                 f"{z.high_pages}  allocs {z.allocs}  failures {z.failures}"
             )
+    if state.oom_kills_total:
+        out.append(_oom_line(state))
     for name, reason in state.unavailable.items():
         out.append(f"{name}: unavailable ({reason})")
     return "\n".join(out) + "\n"
@@ -266,6 +287,8 @@ def render_rich(state: DashboardState) -> Any:
                 str(z.failures),
             )
         parts.append(zones)
+    if state.oom_kills_total:
+        parts.append(f"[bold red]{_oom_line(state)}[/]")
     for name, reason in state.unavailable.items():
         parts.append(f"[yellow]{name} unavailable:[/] {reason}")
     return Group(*parts)

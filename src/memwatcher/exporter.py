@@ -208,6 +208,8 @@ class MemwatcherCollector(Collector):
         self._zone_totals: dict[tuple[int, str], list[int]] = {}
         self._read_errors = dict.fromkeys(REPORT_NAMES, 0)
         self._scrapes = 0
+        # OOM kills since load by kind ("unknown": the killer's oom_control was not found).
+        self._oom_kills = {"global": 0, "memcg": 0}
 
     def close(self) -> None:
         with self._lock:
@@ -224,6 +226,7 @@ class MemwatcherCollector(Collector):
                 ("sysstat", self._sysstat),
                 ("paf", self._paf),
                 ("pr", self._pr),
+                ("oom", self._oom),
             ):
                 if getattr(self.reports, name) is None:
                     continue
@@ -407,6 +410,22 @@ class MemwatcherCollector(Collector):
         return [hist, stall_reclaimed]
 
     # ---- the exporter itself
+
+    # ---- oom
+
+    def _oom(self) -> list[Metric]:
+        watcher = self.reports.oom
+        for kill in watcher.consume():
+            kind = kill.kind or "unknown"
+            self._oom_kills[kind] = self._oom_kills.get(kind, 0) + 1
+        kills = CounterMetricFamily(
+            _name("oom_kills"), "Processes the OOM killer killed since the exporter started", labels=["kind"]
+        )
+        for kind, n in self._oom_kills.items():
+            kills.add_metric([kind], n)
+        dropped = CounterMetricFamily(_name("oom_kill_records_dropped"), "OOM kills lost to a full ring buffer")
+        dropped.add_metric([], watcher.events_dropped)
+        return [kills, dropped]
 
     def _self_metrics(self, duration_s: float) -> list[Metric]:
         loaded = GaugeMetricFamily(

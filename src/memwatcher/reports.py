@@ -1,4 +1,4 @@
-"""The four periodic reports (procstat, sysstat, paf, pr) loaded together.
+"""The four periodic reports (procstat, sysstat, paf, pr) and the OOM kill watcher, loaded together.
 
 Shared by the dashboard and the Prometheus exporter.
 """
@@ -11,15 +11,15 @@ from typing import Any
 
 from . import kernel
 from .errors import MemwatcherError
-from .tools import paf, pr, procstat, sysstat
+from .tools import oom, paf, pr, procstat, sysstat
 
 __all__ = ["REPORT_NAMES", "Reports"]
 
-REPORT_NAMES = ("procstat", "sysstat", "paf", "pr")
+REPORT_NAMES = ("procstat", "sysstat", "paf", "pr", "oom")
 
 
 class Reports:
-    """The procstat, sysstat, paf and pr programs, loaded and attached together.
+    """The procstat, sysstat, paf, pr and oom programs, loaded and attached together.
 
     A context manager; a report that cannot load on this kernel is left out
     (its reason is in :attr:`unavailable`), the others still run. Raises
@@ -34,6 +34,7 @@ class Reports:
         self.sysstat: sysstat.SysStat | None = None
         self.paf: paf.PageAllocTracer | None = None
         self.pr: pr.PageReclaim | None = None
+        self.oom: oom.OomWatcher | None = None
 
     def _load(self, name: str, factory: Callable[[], Any]) -> Any:
         try:
@@ -51,6 +52,7 @@ class Reports:
             self.sysstat = self._load("sysstat", sysstat.SysStat)
             self.paf = self._load("paf", paf.PageAllocTracer)
             self.pr = self._load("pr", pr.PageReclaim)
+            self.oom = self._load("oom", oom.OomWatcher)
         except BaseException:
             self.close()
             raise
@@ -62,7 +64,7 @@ class Reports:
         return self
 
     def close(self) -> None:
-        self.procstat = self.sysstat = self.paf = self.pr = None
+        self.procstat = self.sysstat = self.paf = self.pr = self.oom = None
         self._stack.close()
 
     def __exit__(self, *exc: object) -> None:
