@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import kib, proc_status, requires_bpf
+from conftest import kib, memory_limited_cgroup, proc_status, requires_bpf
 from memwatcher import kernel
 from memwatcher.libbpf import BTF
 from memwatcher.tools import procstat
@@ -236,6 +238,50 @@ def test_an_idle_process_is_there_from_the_first_sample() -> None:
         holder.wait()
 
 
+# Sleeps as uid 65534 in a cgroup, under a command line the test chooses.
+_TAGGED = "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(600)"
+
+
+@requires_bpf
+def test_user_command_line_and_cgroup_columns_and_filters(tmp_path: Path) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv(1)")
+    name = f"mwtest-procstat-{os.getpid()}"
+    argv = [sys.executable, "-c", _TAGGED, "tag-argument", "x" * 60]
+    with memory_limited_cgroup(name, 256 << 20) as cg:
+        tagged = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            cg.procs.write_text(str(tagged.pid))
+            assert tagged.stdout is not None and tagged.stdout.readline() == "ready\n"
+            # The oracles: the process's own files, read by the test.
+            user = pwd.getpwuid(65534).pw_name
+            by_cgroup = run_cli("--cgroup", f"/{name}", "--count", "1", "-i", "0.2", "-o", "json")
+            rows = [json.loads(line) for line in by_cgroup.stdout.splitlines()]
+            assert [r["pid"] for r in rows] == [tagged.pid], by_cgroup.stderr
+            assert (rows[0]["uid"], rows[0]["user"], rows[0]["cgroup"]) == (65534, user, f"/{name}")
+            assert rows[0]["cmdline"] == " ".join(argv)  # whole in JSON
+            # A parent cgroup selects its descendants; a sibling prefix does not.
+            assert tagged.pid in _pids(run_cli("--cgroup", "/", "--count", "1", "-i", "0.2", "-o", "json"))
+            assert _pids(run_cli("--cgroup", f"/{name}-", "--count", "1", "-i", "0.2", "-o", "json")) == []
+            mine = run_cli("--user", user, "--comm", "^python", "--count", "1", "-i", "0.2", "-o", "json")
+            assert tagged.pid in _pids(mine)
+            assert tagged.pid not in _pids(run_cli("--user", "0", "--count", "1", "-i", "0.2", "-o", "json"))
+            assert tagged.pid not in _pids(run_cli("--comm", "^nomatch$", "--count", "1", "-i", "0.2", "-o", "json"))
+            table = run_cli("--cgroup", f"/{name}", "--count", "1", "-i", "0.2")
+            row = table.stdout.splitlines()[2]
+            assert row.split()[1] == user and row.endswith("...") and " ".join(argv)[:40] in row  # cut in a table
+        finally:
+            tagged.kill()
+            tagged.wait()
+
+
+def _pids(proc: subprocess.CompletedProcess) -> list[int]:
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line)["pid"] for line in proc.stdout.splitlines()]
+
+
 @requires_bpf
 def test_threads_are_booked_to_the_process_and_exit_removes_it(child: Child) -> None:
     with ProcStat() as ps:
@@ -303,7 +349,8 @@ def test_cli_table_views(child: Child) -> None:
     proc = run_cli("-i", "0.2", "--count", "1", "--top", "3", "--sort", "vsize")
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line]
-    assert lines[1].split()[:4] == ["PID", "COMM", "VSIZE", "RSS"]
+    assert lines[1].split()[:5] == ["PID", "USER", "COMM", "VSIZE", "RSS"]
+    assert lines[1].split()[-1] == "COMMAND"
     assert 1 <= len(lines) - 2 <= 3
 
 

@@ -61,6 +61,7 @@ from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
+from ..processes import read_status
 from ..progress import slow_step
 from ..records import load_header
 from ..runner import readable, run_periodic, stop_on_signals
@@ -524,11 +525,10 @@ class _Tracer:
 
 
 def _why_no_memory(pid: int) -> str:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
+    status = read_status(pid)
+    if status is None:
         return "it has exited"
-    if re.search(r"^State:\s+[ZX]", status, re.M):
+    if status.get("State", "").startswith(("Z", "X")):
         return "it has exited (a zombie its parent has not reaped)"
     return "it is a kernel thread (memleak --kernel --pid traces what it allocates)"
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from ..libbpf import BPF_NOEXIST, BTF, BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import PID_MAX_LIMIT, Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
+from ..processes import ProcessIdentity, identity, read_status
 from ..progress import slow_step
 from ..runner import readable, run_periodic, stop_on_signals
 
@@ -162,21 +164,9 @@ _SEED_FIELDS = {
 }
 
 
-def _proc_status(pid: int) -> dict | None:
-    """/proc/PID/status: kB fields as ints, Name as text; None if the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    out: dict = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        value = value.strip()
-        if key == "Name":
-            out[key] = value
-        elif value.endswith(" kB"):
-            out[key] = int(value[:-3])
-    return out
+def _kib_fields(status: dict[str, str]) -> dict[str, int]:
+    """The kB fields of /proc/PID/status (read_status) as ints."""
+    return {key: int(value[:-3]) for key, value in status.items() if value.endswith(" kB")}
 
 
 class ProcStat:
@@ -243,14 +233,15 @@ class ProcStat:
         now_ns = time.monotonic_ns()
         page = self.page_size
         for pid in pids:
-            status = _proc_status(pid)
-            if status is None or "VmSize" not in status:  # gone, or a kernel thread
+            status = read_status(pid)
+            kib = _kib_fields(status) if status is not None else {}
+            if status is None or "VmSize" not in kib:  # gone, or a kernel thread
                 continue
             entry = np.zeros((), dtype=dtype)
             for field, key in _SEED_FIELDS.items():
-                entry[field] = status.get(key, 0) * 1024 // page
-            entry["pgtables_bytes"] = status.get("VmPTE", 0) * 1024
-            entry["flags"] = 0 if "VmPTE" in status else no_pte
+                entry[field] = kib.get(key, 0) * 1024 // page
+            entry["pgtables_bytes"] = kib.get("VmPTE", 0) * 1024
+            entry["flags"] = 0 if "VmPTE" in kib else no_pte
             entry["rss_max_pages"] = entry["rss_file_pages"] + entry["rss_anon_pages"] + entry["rss_shmem_pages"]
             entry["last_seen_ns"] = now_ns
             entry["tgid"] = pid
@@ -359,6 +350,7 @@ def select_rows(procs: list[ProcessMemory], sort_field: str, top: int | None) ->
 
 _MAIN_COLUMNS = [
     Column("pid", "PID"),
+    Column("user", "USER", left=True),
     Column("comm", "COMM", left=True),
     Column("vsize_bytes", "VSIZE", "bytes"),
     Column("rss_bytes", "RSS", "bytes"),
@@ -368,6 +360,7 @@ _MAIN_COLUMNS = [
     Column("rss_shmem_bytes", "SHMEM", "bytes"),
     Column("swap_bytes", "SWAP", "bytes"),
     Column("switches", "SWITCHES"),
+    Column("cmdline", "COMMAND", left=True),
 ]
 # The original tool's -R view.
 _PAGES_COLUMNS = [
@@ -379,8 +372,50 @@ _PAGES_COLUMNS = [
     Column("pte_bytes", "PTE", "bytes"),
     Column("swap_bytes", "SWAP", "bytes"),
 ]
-# JSON and CSV carry every field.
-_ALL_COLUMNS = [Column(name, name) for name in ProcessMemory._fields]
+# JSON and CSV carry every field, and who and where each process is.
+_ALL_COLUMNS = [Column(name, name) for name in (*ProcessMemory._fields, *ProcessIdentity._fields)]
+_TABLE_CMDLINE_CHARS = 48  # a table cuts the command line here; JSON and CSV keep it whole
+
+
+@dataclass(frozen=True)
+class ProcessFilter:
+    """Which processes to show: ``comm`` matching a regular expression (searched, as
+    pgrep does), one ``user`` (name or uid), a memory ``cgroup`` and its descendants."""
+
+    comm: re.Pattern[str] | None = None
+    user: str | None = None
+    cgroup: str | None = None
+
+    @property
+    def needs_identity(self) -> bool:
+        return self.user is not None or self.cgroup is not None
+
+    def matches(self, p: ProcessMemory, who: ProcessIdentity | None) -> bool:
+        if self.comm is not None and not self.comm.search(p.comm):
+            return False
+        if self.user is not None and (who is None or self.user not in (who.user, str(who.uid))):
+            return False
+        if self.cgroup is not None:
+            root = self.cgroup.rstrip("/")
+            if (
+                who is None
+                or who.cgroup is None
+                or not (who.cgroup == (root or "/") or who.cgroup.startswith(root + "/"))
+            ):
+                return False
+        return True
+
+
+def _rows_with_identity(rows: list[ProcessMemory], known: dict[int, ProcessIdentity | None], table: bool) -> list[dict]:
+    out = []
+    for r in rows:
+        who = known[r.pid] if r.pid in known else identity(r.pid, r.comm)
+        row = r._asdict()
+        row.update(who._asdict() if who is not None else dict.fromkeys(ProcessIdentity._fields))
+        if table and row["cmdline"] and len(row["cmdline"]) > _TABLE_CMDLINE_CHARS:
+            row["cmdline"] = row["cmdline"][: _TABLE_CMDLINE_CHARS - 3] + "..."
+        out.append(row)
+    return out
 
 
 class _PidWatch:
@@ -420,6 +455,14 @@ def register(app: typer.Typer) -> None:
         max_processes: Annotated[
             int, typer.Option("--max-processes", min=1, max=PID_MAX_LIMIT, help="Capacity of the in-kernel table.")
         ] = 16384,
+        comm: Annotated[
+            str | None, typer.Option("--comm", help="Only processes whose name matches this regular expression.")
+        ] = None,
+        user: Annotated[str | None, typer.Option("--user", help="Only processes of this user (name or uid).")] = None,
+        cgroup: Annotated[
+            str | None,
+            typer.Option("--cgroup", help="Only processes in this memory cgroup or below it (a path from its root)."),
+        ] = None,
     ) -> None:
         """Per-process memory (vsize, rss and its parts, swap, data, stack, page tables, peak).
 
@@ -431,6 +474,14 @@ def register(app: typer.Typer) -> None:
             sort_field = resolve_sort_key(sort)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--sort") from None
+        try:
+            wanted = ProcessFilter(re.compile(comm) if comm is not None else None, user, cgroup)
+        except re.error as e:
+            raise typer.BadParameter(f"not a regular expression: {e}", param_hint="--comm") from None
+        if cgroup is not None and not cgroup.startswith("/"):
+            raise typer.BadParameter(
+                "a cgroup path starts with / (as /proc/PID/cgroup shows it)", param_hint="--cgroup"
+            )
         tgids = sorted({tgid_of(p) for p in pid or []})
         columns = (_PAGES_COLUMNS if pages else _MAIN_COLUMNS) if output == OutputFormat.table else _ALL_COLUMNS
         writer = make_writer(output, columns)
@@ -451,8 +502,14 @@ def register(app: typer.Typer) -> None:
                 if dropped > reported_drops and output != OutputFormat.table:
                     writer.message(f"memwatcher: {dropped} processes not tracked (table full: raise --max-processes)")
                 reported_drops = dropped
+                known: dict[int, ProcessIdentity | None] = {}
+                if wanted != ProcessFilter():
+                    if wanted.needs_identity:
+                        known = {p.pid: identity(p.pid, p.comm) for p in procs}
+                    procs = [p for p in procs if wanted.matches(p, known.get(p.pid))]
+                    title += f", {len(procs)} selected"
                 rows = select_rows(procs, sort_field, top)
-                writer.write([r._asdict() for r in rows], title=title)
+                writer.write(_rows_with_identity(rows, known, output == OutputFormat.table), title=title)
                 for gone in watch.exited():
                     writer.message(f"memwatcher: process {gone} exited")
                 if tgids and not watch.fds:

@@ -1,0 +1,83 @@
+"""What /proc says about one process: its status fields and who and where it is.
+
+One home for reading ``/proc/PID/status``, ``cmdline`` and ``cgroup``, shared
+by the reports (procstat's seeding and identity columns, memleak's checks of
+its target). Every reader returns None once the process is gone.
+"""
+
+from __future__ import annotations
+
+import pwd
+from functools import lru_cache
+from typing import NamedTuple
+
+__all__ = ["ProcessIdentity", "cgroup_path", "identity", "read_status"]
+
+
+def read_status(pid: int) -> dict[str, str] | None:
+    """The fields of /proc/PID/status as text ("VmRSS": "1234 kB"), or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def cgroup_path(text: str) -> str | None:
+    """The memory cgroup path in the text of /proc/PID/cgroup.
+
+    The unified hierarchy's ("0::/path") where the memory controller lives
+    there, else the cgroup v1 memory hierarchy's ("N:memory:/path"); None
+    when the process is in neither.
+    """
+    unified = None
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path
+        if controllers == "":
+            unified = path
+    return unified
+
+
+class ProcessIdentity(NamedTuple):
+    """Who and where a process is: its effective user, whole command line, memory cgroup."""
+
+    uid: int
+    user: str
+    cmdline: str
+    cgroup: str | None
+
+
+@lru_cache(maxsize=4096)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def identity(pid: int, comm: str = "") -> ProcessIdentity | None:
+    """The process's identity from /proc, or None if it is gone.
+
+    A process with no command line (a kernel thread, a zombie) is shown as
+    ``[comm]``, as ps does.
+    """
+    status = read_status(pid)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+        with open(f"/proc/{pid}/cgroup") as f:
+            cgroup = cgroup_path(f.read())
+    except OSError:
+        return None
+    if status is None or "Uid" not in status:
+        return None
+    uid = int(status["Uid"].split()[1])  # real, effective, saved, fs: ps's USER is the effective one
+    cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace") or f"[{comm or status.get('Name', '')}]"
+    return ProcessIdentity(uid, _user_name(uid), cmdline, cgroup)
