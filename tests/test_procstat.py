@@ -277,6 +277,46 @@ def test_user_command_line_and_cgroup_columns_and_filters(tmp_path: Path) -> Non
             tagged.wait()
 
 
+# Fills 32 MiB of shared memory and forks; then each process maps all of it (a fork does
+# not copy the page tables of shared mappings) and touches 16 MiB of its own.
+_SHARING = """
+import mmap, os, sys, time
+shared = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_SHARED)
+shared.write(b"x" * (32 << 20))
+child = os.fork()
+assert sum(shared[i] for i in range(0, len(shared), 4096)) == ord("x") * (len(shared) // 4096)
+own = bytearray(16 << 20)
+for i in range(0, len(own), 4096):
+    own[i] = 1
+if child:
+    print(child, flush=True)
+time.sleep(600)
+"""
+
+
+@requires_bpf
+def test_pss_and_uss_split_what_two_processes_share() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", _SHARING], stdout=subprocess.PIPE, text=True)
+    child_pid = 0
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        time.sleep(0.3)  # the child has touched its own 16 MiB too
+        proc = run_cli("--pid", str(parent.pid), "--pid", str(child_pid), "--pss", "--count", "1", "-o", "json")
+        rows = {r["pid"]: r for r in map(json.loads, proc.stdout.splitlines())}
+        assert rows.keys() == {parent.pid, child_pid}, proc.stderr
+        mib = 1 << 20
+        for r in rows.values():
+            # The shared 32 MiB: half in each one's PSS, none in either's USS.
+            assert r["pss_bytes"] - r["uss_bytes"] >= 16 * mib - 64 * 1024
+            assert 16 * mib <= r["uss_bytes"] <= r["rss_bytes"] - 32 * mib
+    finally:
+        parent.kill()
+        parent.wait()
+        if child_pid:
+            os.kill(child_pid, signal.SIGKILL)
+
+
 def _pids(proc: subprocess.CompletedProcess) -> list[int]:
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line)["pid"] for line in proc.stdout.splitlines()]

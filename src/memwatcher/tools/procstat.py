@@ -43,7 +43,7 @@ from ..libbpf import BPF_NOEXIST, BTF, BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import PID_MAX_LIMIT, Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
-from ..processes import ProcessIdentity, identity, read_status
+from ..processes import ProcessIdentity, SharedMemory, identity, read_status, shared_memory
 from ..progress import slow_step
 from ..runner import readable, run_periodic, stop_on_signals
 
@@ -406,12 +406,18 @@ class ProcessFilter:
         return True
 
 
-def _rows_with_identity(rows: list[ProcessMemory], known: dict[int, ProcessIdentity | None], table: bool) -> list[dict]:
+def _printed_rows(
+    rows: list[ProcessMemory], known: dict[int, ProcessIdentity | None], table: bool, pss: bool
+) -> list[dict]:
+    """Each row as a dict with who and where the process is (and with ``pss``, its PSS and USS)."""
     out = []
     for r in rows:
         who = known[r.pid] if r.pid in known else identity(r.pid, r.comm)
         row = r._asdict()
         row.update(who._asdict() if who is not None else dict.fromkeys(ProcessIdentity._fields))
+        if pss:
+            own = shared_memory(r.pid)
+            row.update(own._asdict() if own is not None else dict.fromkeys(SharedMemory._fields))
         if table and row["cmdline"] and len(row["cmdline"]) > _TABLE_CMDLINE_CHARS:
             row["cmdline"] = row["cmdline"][: _TABLE_CMDLINE_CHARS - 3] + "..."
         out.append(row)
@@ -463,6 +469,13 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--cgroup", help="Only processes in this memory cgroup or below it (a path from its root)."),
         ] = None,
+        pss: Annotated[
+            bool,
+            typer.Option(
+                "--pss",
+                help="Also PSS and USS of the rows shown (smaps_rollup: the kernel walks each one's page tables).",
+            ),
+        ] = False,
     ) -> None:
         """Per-process memory (vsize, rss and its parts, swap, data, stack, page tables, peak).
 
@@ -484,6 +497,8 @@ def register(app: typer.Typer) -> None:
             )
         tgids = sorted({tgid_of(p) for p in pid or []})
         columns = (_PAGES_COLUMNS if pages else _MAIN_COLUMNS) if output == OutputFormat.table else _ALL_COLUMNS
+        if pss:
+            columns = [*columns, Column("pss_bytes", "PSS", "bytes"), Column("uss_bytes", "USS", "bytes")]
         writer = make_writer(output, columns)
         with ExitStack() as stack:
             watch = _PidWatch(tgids, stack)
@@ -509,7 +524,7 @@ def register(app: typer.Typer) -> None:
                     procs = [p for p in procs if wanted.matches(p, known.get(p.pid))]
                     title += f", {len(procs)} selected"
                 rows = select_rows(procs, sort_field, top)
-                writer.write(_rows_with_identity(rows, known, output == OutputFormat.table), title=title)
+                writer.write(_printed_rows(rows, known, output == OutputFormat.table, pss), title=title)
                 for gone in watch.exited():
                     writer.message(f"memwatcher: process {gone} exited")
                 if tgids and not watch.fds:
