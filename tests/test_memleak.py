@@ -892,7 +892,10 @@ def test_pprof_reads_in_go_pprof_with_mappings_period_and_duration(leaky: Path, 
 
 def test_json_report_shape() -> None:
     data = report_json(_report())
-    assert set(data["stacks"][0]) == {"stack_id", "outstanding_bytes", "outstanding_allocs", "oldest_age_s", "frames"}
+    assert set(data["stacks"][0]) == {
+        "stack_id", "outstanding_bytes", "outstanding_allocs", "oldest_age_s", "frames",
+        "verdict", "growth_bytes_per_s", "growing_for_s",
+    }  # fmt: skip
     frame_keys = {"address", "module", "symbol", "linkage_name", "offset", "module_offset", "file", "line", "inlined"}
     assert set(data["stacks"][0]["frames"][0]) == frame_keys
     assert data["unwind"] is None  # kernel-style report: no user-space unwinder

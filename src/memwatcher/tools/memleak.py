@@ -67,6 +67,7 @@ from ..records import load_header
 from ..runner import readable, run_periodic, stop_on_signals
 from ..symbolize import Frame, SymbolizeError, Symbolizer
 from ..symbolize._procmaps import ProcessMaps
+from ..trends import Trend, TrendTracker
 from ..unwinder import UnwindStats, UnwindTables
 
 __all__ = [
@@ -158,6 +159,7 @@ class MemleakOptions:
     percpu: bool = False  # kernel mode: also percpu allocations
     unwind: str = "auto"
     max_unwind_rows: int = 1 << 20
+    trend_samples: int = 60  # reads of each stack's outstanding bytes kept for its trend
 
     @property
     def dwarf_unwind(self) -> bool:
@@ -186,7 +188,10 @@ class LeakStack:
 
     ``frames`` are innermost first (inlined functions get their own frame);
     ``oldest_age_s`` is None with ``combined_only`` (no per-allocation times).
-    With sampling, bytes and allocations are estimates (scaled).
+    With sampling, bytes and allocations are estimates (scaled). ``trend`` is
+    how the stack's outstanding bytes moved over the last reads
+    (:mod:`memwatcher.trends`; None on the first read of it); a stack
+    ``freed`` since is reported with nothing outstanding.
     """
 
     stack_id: int
@@ -195,6 +200,7 @@ class LeakStack:
     oldest_age_s: float | None
     addresses: list[int]
     frames: list[Frame] = field(default_factory=list)
+    trend: Trend | None = None
 
 
 @dataclass
@@ -371,6 +377,7 @@ class _Tracer:
         self._threads: list[threading.Thread] = []
         self.warnings: list[str] = []
         self._attached_ns = time.monotonic_ns()  # set again by subclasses once attached
+        self._trends = TrendTracker(window=max(2, options.trend_samples), recent=min(5, max(2, options.trend_samples)))
 
     def _open(self, programs: set[str], stack_flags: int) -> BPFObject:
         opts = self.options
@@ -418,15 +425,19 @@ class _Tracer:
         obj: BPFObject = self.obj
         rate = max(1, self.options.sample_rate)
         allocations: list[OutstandingAllocation] = []
+        now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
         if self.options.combined_only:
             keys, values = obj.maps.combined.read_all(np.int64, self._layouts.memleak_combined)
             ids = keys.astype(np.int64)
             sizes = values["bytes"].astype(np.int64)
             counts = values["allocs"].astype(np.int64)
             oldest: np.ndarray | None = None
+            held_now = dict(zip(ids.tolist(), (sizes * rate).tolist()))
         else:
-            now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
             keys, values = obj.maps.allocs.read_all(np.uint64, self._layouts.memleak_alloc)
+            every, at = np.unique(values["stack_id"], return_inverse=True)
+            held = np.bincount(at, weights=values["size_bytes"], minlength=len(every)).astype(np.int64) * rate
+            held_now = dict(zip(every.tolist(), held.tolist()))
             ages_s = np.maximum(now_ns - values["ts_ns"].astype(np.int64), 0) / 1e9
             keep = ages_s >= min_age_s
             keys, values, ages_s = keys[keep], values[keep], ages_s[keep]
@@ -447,7 +458,17 @@ class _Tracer:
                     )
                     for i in order
                 ]
-        primary, secondary = (sizes, counts) if sort == "bytes" else (counts, sizes)
+        # Every stack's bytes, whatever min_age_s shows; stacks freed within the trend
+        # window stay in the report, with nothing outstanding.
+        self._trends.observe(now_ns / 1e9, held_now)
+        freed = [k for k in self._trends.keys() if k not in held_now]
+        ids = np.concatenate([ids, np.array(freed, dtype=np.int64)])
+        sizes, counts = (np.concatenate([a, np.zeros(len(freed), np.int64)]) for a in (sizes, counts))
+        if oldest is not None:
+            oldest = np.concatenate([oldest, np.zeros(len(freed))])
+        trends = [self._trends.trend(int(i)) for i in ids]
+        growth = np.array([t.growth_per_s if t is not None else 0.0 for t in trends])
+        primary, secondary = {"bytes": (sizes, counts), "count": (counts, sizes), "growth": (growth, sizes)}[sort]
         order = np.lexsort((ids, -secondary, -primary))
         if top is not None:
             order = order[:top]
@@ -459,9 +480,10 @@ class _Tracer:
                     int(ids[i]),
                     int(sizes[i]) * rate,
                     int(counts[i]) * rate,
-                    float(oldest[i]) if oldest is not None else None,
+                    float(oldest[i]) if oldest is not None and sizes[i] else None,
                     addresses,
                     self.frames(addresses),
+                    trends[i],
                 )
             )
         bss = obj.bss
@@ -1028,7 +1050,7 @@ def format_text(report: LeakReport) -> str:
         age = f", oldest {stack.oldest_age_s:.1f}s" if stack.oldest_age_s is not None else ""
         lines.append(
             f"  {est}{stack.outstanding_bytes} bytes in {est}{stack.outstanding_allocs} allocations "
-            f"from stack {stack.stack_id}{age}"
+            f"from stack {stack.stack_id}{age}{_trend_text(stack.trend)}"
         )
         if not stack.frames:
             lines.append("    [stack not recorded]")
@@ -1041,6 +1063,14 @@ def format_text(report: LeakReport) -> str:
                 f"    {a.kind:6} 0x{a.address:016x} {a.size_bytes:>10} bytes  age {a.age_s:.1f}s  stack {a.stack_id}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _trend_text(trend: Trend | None) -> str:
+    if trend is None:
+        return ""
+    if trend.verdict == "growing":
+        return f", growing {human_bytes(trend.growth_per_s)}/s for {trend.growing_for_s:.0f}s"
+    return f", {trend.verdict}"
 
 
 def _unwind_footer(unwind: UnwindReport | None) -> list[str]:
@@ -1121,6 +1151,9 @@ def report_json(report: LeakReport) -> dict[str, Any]:
                 "outstanding_bytes": s.outstanding_bytes,
                 "outstanding_allocs": s.outstanding_allocs,
                 "oldest_age_s": s.oldest_age_s,
+                "verdict": s.trend.verdict if s.trend else None,
+                "growth_bytes_per_s": s.trend.growth_per_s if s.trend else None,
+                "growing_for_s": s.trend.growing_for_s if s.trend else None,
                 "frames": [_frame_json(f) for f in s.frames],
             }
             for s in report.stacks
@@ -1135,7 +1168,7 @@ def report_json(report: LeakReport) -> dict[str, Any]:
 def format_folded(report: LeakReport) -> str:
     """Folded stacks (root first, ``;``-separated) weighted by outstanding bytes."""
     lines = []
-    for stack in report.stacks:
+    for stack in (s for s in report.stacks if s.outstanding_bytes):
         names = [_frame_name(f).replace(";", ":").replace(" ", "_") for f in reversed(stack.frames)] or ["[unknown]"]
         lines.append(f"{';'.join(names)} {stack.outstanding_bytes}")
     return "\n".join(lines) + ("\n" if lines else "")
@@ -1223,7 +1256,7 @@ def encode_pprof(report: LeakReport) -> bytes:
     for kind, unit in value_types:
         body += _pb_bytes(1, _pb_int(1, s(kind)) + _pb_int(2, s(unit)))
     func_msgs, loc_msgs = bytearray(), bytearray()
-    for stack in report.stacks:
+    for stack in (st for st in report.stacks if st.outstanding_bytes):  # freed stacks hold nothing
         # One location per address; its lines are the inlined frames, innermost first.
         by_address: list[tuple[int, list[Frame]]] = []
         for f in stack.frames:
@@ -1307,6 +1340,7 @@ class UnwindMode(str, enum.Enum):
 class SortKey(str, enum.Enum):
     bytes = "bytes"
     count = "count"
+    growth = "growth"
 
 
 def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None) -> None:
@@ -1406,7 +1440,9 @@ def register(app: typer.Typer) -> None:
         show_allocs: Annotated[
             bool, typer.Option("--show-allocs", "-a", help="Also list every outstanding allocation.")
         ] = False,
-        sort: Annotated[SortKey, typer.Option("--sort", help="Order stacks by bytes or count.")] = SortKey.bytes,
+        sort: Annotated[
+            SortKey, typer.Option("--sort", help="Order stacks by bytes, count or growth (bytes/s).")
+        ] = SortKey.bytes,
         obj: Annotated[
             str | None, typer.Option("--obj", "-O", help="Allocator library to trace instead of libc.")
         ] = None,
@@ -1436,6 +1472,12 @@ def register(app: typer.Typer) -> None:
         unwind_rows: Annotated[
             int, typer.Option("--unwind-rows", min=1, max=1 << 28, help="Unwind rows BPF can hold (12 bytes each).")
         ] = 1 << 20,
+        trend_samples: Annotated[
+            int,
+            typer.Option(
+                "--trend-samples", min=2, max=100_000, help="Samples of each stack kept for its trend (growing, ...)."
+            ),
+        ] = 60,
         fmt: Annotated[
             LeakFormat, typer.Option("--output", "-o", "--format", "-f", help="text, json, folded or pprof.")
         ] = LeakFormat.text,
@@ -1479,6 +1521,7 @@ def register(app: typer.Typer) -> None:
             percpu=percpu,
             unwind=unwind.value,
             max_unwind_rows=unwind_rows,
+            trend_samples=trend_samples,
         )
         periodic = fmt in (LeakFormat.text, LeakFormat.table, LeakFormat.json)
         sched = schedule(interval, duration, count)
