@@ -12,7 +12,7 @@ from types import ModuleType
 
 __all__ = ["REPORTS", "report_modules"]
 
-REPORTS = ("procstat", "sysstat", "paf", "pr", "memleak", "oom")
+REPORTS = ("procstat", "sysstat", "paf", "pr", "memleak", "oom", "cgroups")
 
 
 def report_modules() -> dict[str, ModuleType]:

@@ -1,0 +1,125 @@
+"""cgroups: memory per cgroup against the cgroup's own files, a workload in a cgroup the test
+makes (held memory, an OOM kill), and the container naming rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import OOM_HOG, memory_limited_cgroup
+from memwatcher.tools.cgroups import CgroupMemory, container_of, find_hierarchy, tree_order
+
+MIB = 1 << 20
+POD = "1234abcd-5678-90ab-cdef-1234567890ab"
+MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
+
+# Joins the cgroup (argv[1]), touches 64 MiB, says so, then sleeps.
+HOLDER = """
+import sys, time
+with open(sys.argv[1], "w") as f:
+    f.write("0")
+held = bytearray(64 << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "container"),
+    [
+        ("/system.slice/docker-" + "ab" * 32 + ".scope", "ab" * 6),
+        ("/docker/" + "0123456789abcdef" * 4, "0123456789ab"),
+        ("/machine.slice/libpod-" + "cd" * 32 + ".scope", "cd" * 6),
+        (
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234abcd_5678_90ab_cdef_1234567890ab.slice/"
+            "cri-containerd-" + "ef" * 32 + ".scope",
+            "pod 1234abcd-5678-90ab-cdef-1234567890ab/" + "ef" * 6,
+        ),
+        (
+            "/kubepods/besteffort/pod1234abcd-5678-90ab-cdef-1234567890ab/" + "12" * 32,
+            "pod 1234abcd-5678-90ab-cdef-1234567890ab/" + "12" * 6,
+        ),
+        ("/system.slice/sshd.service", None),
+        ("/", None),
+    ],
+)
+def test_container_of(path: str, container: str | None) -> None:
+    assert container_of(path) == container
+
+
+def test_hierarchy_prefers_v2_with_the_memory_controller(tmp_path: Path) -> None:
+    v2 = tmp_path / "unified"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu io\n")
+    mounts = f"cgroup {tmp_path}/memory cgroup rw,memory 0 0\ncgroup2 {v2} cgroup2 rw 0 0\n"
+    got = find_hierarchy(mounts)
+    assert got is not None and (got.version, got.root) == (1, tmp_path / "memory")
+    (v2 / "cgroup.controllers").write_text("cpu io memory\n")
+    got = find_hierarchy(mounts)
+    assert got is not None and (got.version, got.root) == (2, v2)
+    assert find_hierarchy("proc /proc proc rw 0 0\n") is None
+
+
+def _row(path: str, current: int) -> CgroupMemory:
+    depth = 0 if path == "/" else path.count("/")
+    return CgroupMemory(path, depth, current, None, None, None, None, None, None, None, None, 0, None)
+
+
+def test_tree_order_puts_parents_first_and_siblings_largest_first() -> None:
+    rows = [_row(p, c) for p, c in [("/", 100), ("/a", 10), ("/b", 50), ("/a/x", 5), ("/b/y", 1), ("/b/z", 40)]]
+    assert [r.path for r in tree_order(rows)] == ["/", "/b", "/b/z", "/b/y", "/a", "/a/x"]
+
+
+def _cli(*args: str) -> list[dict]:
+    proc = subprocess.run([*MEMWATCHER, "cgroups", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_a_cgroup_holding_64_mib_is_read_as_its_files_say() -> None:
+    name = f"mwtest-cgroups-{os.getpid()}"
+    with memory_limited_cgroup(name, 256 * MIB) as cg:
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(cg.procs)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+            usage = cg.path / ("memory.current" if cg.version == 2 else "memory.usage_in_bytes")
+            before = int(usage.read_text())
+            rows = _cli("--cgroup", f"/{name}", "--count", "1", "-o", "json")
+            after = int(usage.read_text())
+        finally:
+            holder.kill()
+            holder.wait()
+    assert [r["path"] for r in rows] == [f"/{name}"]
+    row = rows[0]
+    assert row["limit_bytes"] == 256 * MIB and row["processes"] == 1
+    assert min(before, after) - MIB <= row["current_bytes"] <= max(before, after) + MIB
+    assert row["anon_bytes"] >= 64 * MIB and row["current_bytes"] >= row["anon_bytes"]
+    assert row["oom_kills"] == 0
+
+
+def test_an_oom_kill_is_counted_in_its_cgroup() -> None:
+    name = f"mwtest-cgroups-oom-{os.getpid()}"
+    with memory_limited_cgroup(name, 32 * MIB) as cg:
+        cg.without_swap()
+        hog = subprocess.run([sys.executable, "-c", OOM_HOG, str(cg.procs)], capture_output=True, timeout=60)
+        assert hog.returncode == -signal.SIGKILL
+        rows = _cli("--cgroup", f"/{name}", "--count", "1", "-o", "json")
+    assert rows[0]["oom_kills"] == 1 and rows[0]["limit_bytes"] == 32 * MIB
+
+
+def test_tree_table_and_bad_path() -> None:
+    proc = subprocess.run([*MEMWATCHER, "cgroups", "--count", "1", "--depth", "1"], capture_output=True, text=True)
+    assert proc.returncode in (0, 77), proc.stderr
+    if proc.returncode == 0:
+        lines = proc.stdout.splitlines()
+        assert lines[1].split()[:3] == ["CGROUP", "CURRENT", "LIMIT"]
+    bad = subprocess.run([*MEMWATCHER, "cgroups", "--cgroup", "/no/such/cgroup"], capture_output=True, text=True)
+    assert bad.returncode in (2, 77) and len(bad.stderr.strip().splitlines()) == 1
