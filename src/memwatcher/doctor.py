@@ -73,5 +73,8 @@ def diagnose() -> Diagnosis:
                 plans.append(Plan(name, problems=[str(e)]))
     else:
         reason = "no BPF privileges" if not priv.can_trace else "no kernel BTF"
-        plans = [Plan(name, problems=[reason]) for name in report_modules()]
+        plans = [
+            module.plan() if not getattr(module, "USES_BPF", True) else Plan(name, problems=[reason])
+            for name, module in report_modules().items()
+        ]
     return Diagnosis(kernel.kernel_release(), libbpf.libbpf_version(), checks, plans)

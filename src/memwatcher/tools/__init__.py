@@ -2,7 +2,8 @@
 
 * ``plan() -> kernel.Plan``: the hooks it needs and the variant it will use
   on this kernel (shown by ``memwatcher doctor``);
-* ``register(app: typer.Typer)``: adds its subcommand to the CLI.
+* ``register(app: typer.Typer)``: adds its subcommand to the CLI;
+* ``USES_BPF = False`` where it loads no BPF program (it then needs no BPF privileges).
 """
 
 from __future__ import annotations

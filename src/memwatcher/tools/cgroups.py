@@ -38,6 +38,8 @@ from ..runner import run_periodic, stop_on_signals
 
 __all__ = ["CgroupMemory", "container_of", "find_hierarchy", "plan", "read_cgroups", "register"]
 
+# The one report that loads no BPF program (and so runs without CAP_BPF): memwatcher.doctor.
+USES_BPF = False
 # page_counter's "no limit" is PAGE_COUNTER_MAX pages, printed by v1 as a huge byte count.
 _V1_UNLIMITED = 1 << 60
 
