@@ -138,5 +138,6 @@ def test_a_steady_leak_a_pool_and_a_freed_stack(tmp_path: Path) -> None:
     assert steady["verdict"] == "growing"
     assert steady["growth_bytes_per_s"] == pytest.approx(STEADY_RATE, rel=0.10)
     assert steady["growing_for_s"] >= 2.5
-    assert (pool["verdict"], pool["outstanding_allocs"], pool["growth_bytes_per_s"]) == ("stable", 200, 0.0)
+    assert (pool["verdict"], pool["growth_bytes_per_s"]) == ("stable", 0.0)
+    assert 199 <= pool["outstanding_allocs"] <= 200  # a read may fall between a free and its malloc
     assert (temp["verdict"], temp["outstanding_bytes"]) == ("freed", 0)
