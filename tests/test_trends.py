@@ -41,6 +41,12 @@ def test_verdicts_rates_and_durations() -> None:
     assert freed.verdict == "freed" and freed.growth_per_s == 0.0
     assert saw.verdict == "stable"
     assert tracker.trend("never") is None
+    # One block of 512 bytes more or less, read between a free and its malloc: not a leak.
+    flicker = TrendTracker(window=20, recent=5)
+    for i, level in enumerate([101_888, 101_888, 102_400, 102_400, 102_400]):
+        flicker.observe(i * 0.5, {"pool": level})
+    assert flicker.trend("pool").verdict == "growing"  # with no floor, a rise of 512 bytes is one
+    assert flicker.trend("pool", min_rise=1024).verdict == "stable"
 
 
 def test_one_sample_has_no_trend_and_an_empty_window_is_forgotten() -> None:

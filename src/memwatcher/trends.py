@@ -6,8 +6,9 @@ from them a key is judged:
 
 * ``freed``: it held memory in the window and holds none now;
 * ``growing``: over the last ``recent`` samples it rose steadily: a straight
-  line fitted by least squares rises and explains at least half of the
-  samples' variance (R² >= 0.5; a sawtooth around a level does not);
+  line fitted by least squares rises (by at least ``min_rise``) and explains
+  at least half of the samples' variance (R² >= 0.5; a sawtooth around a
+  level does not);
 * ``stable``: anything else, e.g. a pool or a cache that allocates and frees
   at the same rate once warm.
 
@@ -77,8 +78,13 @@ class TrendTracker:
         """The keys with a history (levels seen within the window)."""
         return list(self._series)
 
-    def trend(self, key: Hashable) -> Trend | None:
-        """The verdict on ``key``, or None before it has two samples."""
+    def trend(self, key: Hashable, min_rise: float = 0.0) -> Trend | None:
+        """The verdict on ``key``, or None before it has two samples.
+
+        ``min_rise``: what the fitted line must rise over the recent samples
+        to be growing (memleak: two allocations' worth, so that a pool read
+        between one free and the next allocation is not growing).
+        """
         series = self._series.get(key)
         if series is None or len(series) < 2:
             return None
@@ -87,7 +93,7 @@ class TrendTracker:
         if points[-1][1] == 0 and any(v > 0 for _, v in points):
             return Trend("freed", 0.0, 0.0)
         slope, r2 = _fit(recent)
-        if slope <= 0 or r2 < _MIN_R2:
+        if slope <= 0 or r2 < _MIN_R2 or slope * (recent[-1][0] - recent[0][0]) < min_rise:
             return Trend("stable", 0.0, 0.0)
         start = len(points) - 1
         while start > 0 and points[start - 1][1] <= points[start][1]:

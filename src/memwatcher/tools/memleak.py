@@ -466,7 +466,8 @@ class _Tracer:
         sizes, counts = (np.concatenate([a, np.zeros(len(freed), np.int64)]) for a in (sizes, counts))
         if oldest is not None:
             oldest = np.concatenate([oldest, np.zeros(len(freed))])
-        trends = [self._trends.trend(int(i)) for i in ids]
+        # Growing means rising by more than two allocations of the stack's average size.
+        trends = [self._trends.trend(int(i), 2 * rate * sizes[n] / max(1, counts[n])) for n, i in enumerate(ids)]
         growth = np.array([t.growth_per_s if t is not None else 0.0 for t in trends])
         primary, secondary = {"bytes": (sizes, counts), "count": (counts, sizes), "growth": (growth, sizes)}[sort]
         order = np.lexsort((ids, -secondary, -primary))
