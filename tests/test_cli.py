@@ -160,3 +160,17 @@ def test_help_needs_no_privileges(command: str) -> None:
     proc = run(command, "--help", prefix=("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"))
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout and "--" in proc.stdout
+
+
+def test_help_without_option_parsing_is_clicks_own_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """The fast path for -h/--help (no typer option processing) prints what click would."""
+    from memwatcher.cli import _help_text, root_command
+
+    root = root_command(load_all=True)
+    for args in ([], *([name] for name in root.list_commands(None))):
+        for flag in ("--help", "-h"):
+            fast = _help_text(root, [*args, flag])
+            with pytest.raises(SystemExit) as done:
+                root.main(args=[*args, flag], prog_name="memwatcher")
+            assert done.value.code == 0
+            assert fast is not None and fast + "\n" == capsys.readouterr().out, args

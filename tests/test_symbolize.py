@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from memwatcher.elf import ElfLayout, Segment
+from memwatcher.procmaps import ProcessMaps, parse_maps
 from memwatcher.symbolize import (
     Frame,
     KernelSymbols,
@@ -31,7 +32,6 @@ from memwatcher.symbolize import (
     format_frame,
     format_stack,
 )
-from memwatcher.symbolize._procmaps import ProcessMaps, parse_maps
 from memwatcher.symbolize._symtab import STB_GLOBAL, STB_LOCAL, STB_WEAK, SymbolTable
 
 C_DIR = Path(__file__).resolve().parent / "c"

@@ -256,9 +256,29 @@ def _bcc_positionals(root: Any, argv: list[str]) -> list[str]:
     return head + flags
 
 
+def _help_text(root: Any, args: list[str]) -> str | None:
+    """The help ``memwatcher [COMMAND] -h`` asks for, formatted without parsing the other options.
+
+    typer imports pydantic (~75 ms, a quarter of the start-up) to process any
+    option, --help included; help needs none of it. None: not a plain help request.
+    """
+    words = args[: args.index("--")] if "--" in args else args
+    if not any(w in ("-h", "--help") for w in words):
+        return None
+    ctx = root.context_class(root, info_name="memwatcher", **root.context_settings)
+    sub = root.get_command(ctx, words[0]) if words and not words[0].startswith("-") else None
+    if sub is None:
+        return None if words and not words[0].startswith("-") else root.get_help(ctx)
+    return sub.get_help(sub.context_class(sub, info_name=words[0], parent=ctx))
+
+
 def _run() -> None:
     root = root_command()
     args = _bcc_positionals(root, sys.argv[1:])
+    help_text = _help_text(root, args)
+    if help_text is not None:
+        print(help_text)
+        sys.exit(0)
     try:
         status = root.main(args=args, prog_name="memwatcher", standalone_mode=False)
     except Exception as e:

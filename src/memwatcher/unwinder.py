@@ -32,8 +32,8 @@ import numpy as np
 from .cfi import CfiError, compile_cfi
 from .elf import NotElfError, read_layout
 from .libbpf import Map
+from .procmaps import Module, ProcessMaps
 from .records import Layouts
-from .symbolize._procmaps import Module, ProcessMaps
 
 __all__ = ["UnwindStats", "UnwindTables"]
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 from ..elf import ElfLayout, NotElfError, read_layout
 from ..errors import MemwatcherError
+from ..procmaps import Module, ProcessMaps
 from . import _dwfl
 from ._demangle import demangle
 from ._kallsyms import KernelSymbol, KernelSymbols, KernelSymbolsHidden
-from ._procmaps import Module, ProcessMaps
 from ._types import Backend, DebugFile, Lookup
 
 __all__ = [

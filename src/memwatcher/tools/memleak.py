@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import numpy as np
 import typer
@@ -62,12 +62,14 @@ from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
 from ..processes import read_status
+from ..procmaps import ProcessMaps
 from ..progress import slow_step
 from ..records import load_header
 from ..runner import readable, run_periodic, stop_on_signals
-from ..symbolize import Frame, SymbolizeError, Symbolizer
-from ..symbolize._procmaps import ProcessMaps
 from ..trends import Trend, TrendTracker
+
+if TYPE_CHECKING:  # imported where used: the symbolizer is not needed to parse options or print --help
+    from ..symbolize import Frame, Symbolizer
 from ..unwinder import UnwindStats, UnwindTables
 
 __all__ = [
@@ -528,6 +530,8 @@ class _Tracer:
 
     def frames(self, addresses: Sequence[int]) -> list[Frame]:
         """Frames of a stack, innermost first (inlined functions expanded)."""
+        from ..symbolize import Frame, SymbolizeError, Symbolizer
+
         if not addresses:
             return []
         try:
@@ -795,6 +799,8 @@ class KernelMemleak(_Tracer):
         self.pid = pid
         if pid is not None:
             self.target = f"kernel, pid {pid}"
+        from ..symbolize import Symbolizer
+
         try:
             # Stacks nobody can name are no report: say so (exit 77) before tracing.
             self._symbolizer = Symbolizer()
