@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -18,6 +17,7 @@ from .elf import function_offsets
 from .errors import NotSupportedError, PrivilegeError
 from .libbpf import BTF, BPFObject, LibbpfError, probe_map_type
 from .objects import object_path
+from .procmaps import LIBC_PATH, ProcessMaps
 
 __all__ = [
     "BTF_PATH",
@@ -181,11 +181,10 @@ class FeatureResult:
 
 
 def _libc_path() -> str:
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        if re.search(r"/libc[.-][^/]*\.so", path) or path.endswith("/libc.so.6"):
-            return path
-    raise FileNotFoundError("libc not mapped")
+    libc = ProcessMaps.read(os.getpid()).first_module(LIBC_PATH)
+    if libc is None:
+        raise FileNotFoundError("libc not mapped")
+    return libc.path
 
 
 def _try_program(feature: str) -> FeatureResult:

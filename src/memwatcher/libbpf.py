@@ -49,6 +49,7 @@ import numpy as np
 
 from ._libbpf import ffi, lib
 from .errors import MemwatcherError, NotSupportedError
+from .procmaps import ProcessMaps
 
 __all__ = [
     "BPF_NOEXIST",
@@ -169,12 +170,8 @@ def libbpf_version() -> str:
 
 def libbpf_path() -> str:
     """File of the libbpf shared library this process actually mapped."""
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            path = line.rstrip("\n").split(maxsplit=5)[-1]
-            if "/libbpf" in path and ".so" in path:
-                return path
-    return "statically linked"
+    mapped = ProcessMaps.read(os.getpid()).first_module(re.compile(r"/libbpf[^/]*\.so"))
+    return mapped.path if mapped is not None else "statically linked"
 
 
 def possible_cpus() -> int:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 from dataclasses import dataclass, field
 
 _DELETED = " (deleted)"
+# The C library's file as distributions name it: libc.so.6, libc-2.31.so.
+LIBC_PATH = re.compile(r"(^|/)libc(\.so|-\d[\d.]*\.so)")
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,10 @@ class ProcessMaps:
             return None, None
         m = self.mappings[i]
         return m, self._module_of.get(m.start)
+
+    def first_module(self, path: re.Pattern[str]) -> Module | None:
+        """The lowest-addressed mapped file whose path matches ``path`` (searched)."""
+        return next((m for m in self.modules() if path.search(m.path)), None)
 
     def modules(self) -> list[Module]:
         """Every mapped file, in address order."""

@@ -62,7 +62,7 @@ from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
 from ..processes import read_status
-from ..procmaps import ProcessMaps
+from ..procmaps import LIBC_PATH, ProcessMaps
 from ..progress import slow_step
 from ..records import load_header
 from ..runner import readable, run_periodic, stop_on_signals
@@ -118,7 +118,6 @@ _PROBE_PROGRAMS = ("user_enter", "user_return", "dl_debug_state")
 _USER_PROGRAMS = {*_PROBE_PROGRAMS, "target_exec", "forget_alloc"}
 
 _BPF_F_USER_STACK = 1 << 8  # include/uapi/linux/bpf.h, stable ABI
-_LIBC = re.compile(r"(^|/)libc(\.so|-\d[\d.]*\.so)")
 # A command memwatcher started stays ptraced until ld.so has mapped its libraries: BPF
 # sends this signal at _dl_debug_state and the tracer suppresses it (ignored by default).
 LOADER_SIGNAL = signal.SIGURG
@@ -596,7 +595,7 @@ def _find_mapped_library(pid: int, obj: str | None) -> str:
         if chosen is None:
             raise TargetError(f"process {pid} does not map {obj}")
     else:
-        chosen = next((m for m in modules if _LIBC.search(m.path)), None)
+        chosen = maps.first_module(LIBC_PATH)
     try:
         if chosen is None:  # statically linked: the allocator is in the executable
             exe_inode = os.stat(f"/proc/{pid}/exe").st_ino
@@ -1552,7 +1551,7 @@ def register(app: typer.Typer) -> None:
                 stack.callback(proc.finish)
                 libs = proc.libraries()
                 exe = os.readlink(f"/proc/{proc.pid}/exe")
-                libc = next((p for n, p in libs.items() if _LIBC.search(n)), exe)
+                libc = next((p for n, p in libs.items() if LIBC_PATH.search(n)), exe)
                 binary = libc
                 if obj is not None:
                     binary = obj if "/" in obj else next((p for n, p in libs.items() if n.startswith(obj)), "")
