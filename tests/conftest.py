@@ -76,6 +76,19 @@ def fs_type(path: Path) -> str:
     return fstype
 
 
+# A child that joins a cgroup (argv: its cgroup.procs, MiB), touches that much memory,
+# says "ready" and sleeps.
+MEMORY_HOLDER = r"""
+import sys, time
+with open(sys.argv[1], "w") as f:
+    f.write("0")
+held = bytearray(int(sys.argv[2]) << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+print("ready", flush=True)
+time.sleep(600)
+"""
+
 # A child that joins a cgroup (argv: its cgroup.procs), then touches memory until
 # the OOM killer ends it.
 OOM_HOG = r"""

@@ -12,24 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OOM_HOG, memory_limited_cgroup
+from conftest import MEMORY_HOLDER, OOM_HOG, memory_limited_cgroup
 from memwatcher.tools.cgroups import CgroupMemory, container_of, find_hierarchy, tree_order
 
 MIB = 1 << 20
 POD = "1234abcd-5678-90ab-cdef-1234567890ab"
 MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
-
-# Joins the cgroup (argv[1]), touches 64 MiB, says so, then sleeps.
-HOLDER = """
-import sys, time
-with open(sys.argv[1], "w") as f:
-    f.write("0")
-held = bytearray(64 << 20)
-for i in range(0, len(held), 4096):
-    held[i] = 1
-print("ready", flush=True)
-time.sleep(600)
-"""
 
 
 @pytest.mark.parametrize(
@@ -87,7 +75,9 @@ def _cli(*args: str) -> list[dict]:
 def test_a_cgroup_holding_64_mib_is_read_as_its_files_say() -> None:
     name = f"mwtest-cgroups-{os.getpid()}"
     with memory_limited_cgroup(name, 256 * MIB) as cg:
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(cg.procs)], stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", MEMORY_HOLDER, str(cg.procs), "64"], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
             usage = cg.path / ("memory.current" if cg.version == 2 else "memory.usage_in_bytes")

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from conftest import (
+    MEMORY_HOLDER,
     OOM_HOG,
     PAGE_CACHE_WORKLOAD,
     Cgroup,
@@ -97,7 +98,10 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 ANON_BYTES = 48 << 20
 SHMEM_BYTES = 8 << 20
 
-ALLOWED_LABELS = {"pid", "comm", "node", "zone", "lru", "kind", "report", "reason", "trigger", "le", "code", "window"}
+ALLOWED_LABELS = {
+    "pid", "comm", "node", "zone", "lru", "kind", "report", "reason", "trigger", "le", "code", "window", "cgroup",
+    "container",
+}  # fmt: skip
 NON_BASE_UNITS = {"pages", "kb", "kib", "mb", "mib", "ms", "us", "ns", "milliseconds", "microseconds", "percent"}
 
 
@@ -643,6 +647,30 @@ def test_memcg_reclaim_counters_and_stall_histogram(memcg: Cgroup) -> None:
     # The end-of-reclaim count also includes slab pages the shrinkers freed, which the kernel
     # credits to the reclaim (5 pages in a 6.1 guest, none on the host): 1% over the LRU's count.
     assert (WORKLOAD_MIB << 20) - 2 * LIMIT_BYTES <= stall_reclaimed <= 1.01 * reclaimed
+
+
+@requires_bpf
+def test_cgroup_series_follow_the_cgroup_files(memcg: Cgroup) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", MEMORY_HOLDER, str(memcg.procs), "16"], stdout=subprocess.PIPE, text=True
+    )
+    exp = Exporter("--top-processes", "0", "--top-cgroups", "10000")
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        usage = memcg.path / ("memory.current" if memcg.version == 2 else "memory.usage_in_bytes")
+        before = int(usage.read_text())
+        got = scrape(exp.url)
+        after = int(usage.read_text())
+    finally:
+        exp.kill()
+        holder.kill()
+        holder.wait()
+    series = (("cgroup", "/" + memcg.path.name), ("container", ""))
+    slack = 1 << 20
+    assert min(before, after) - slack <= got[("memwatcher_cgroup_memory_bytes", series)] <= max(before, after) + slack
+    assert got[("memwatcher_cgroup_memory_limit_bytes", series)] == LIMIT_BYTES
+    assert got[("memwatcher_cgroup_oom_kills_total", series)] == 0
+    assert ("memwatcher_cgroup_memory_bytes", (("cgroup", "/"), ("container", ""))) not in got  # the root: sysstat's
 
 
 @requires_bpf

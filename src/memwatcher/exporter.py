@@ -53,7 +53,7 @@ from .pressure import Pressure, read_pressure
 from .progress import slow_step
 from .reports import REPORT_NAMES, Reports
 from .runner import stop_on_signals
-from .tools import pr, procstat, sysstat
+from .tools import cgroups, pr, procstat, sysstat
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -198,9 +198,11 @@ class MemwatcherCollector(Collector):
     scrape and makes later ones empty, so the BPF objects can then be closed.
     """
 
-    def __init__(self, reports: Reports, top_processes: int = 20) -> None:
+    def __init__(self, reports: Reports, top_processes: int = 20, top_cgroups: int = 0) -> None:
         self.reports = reports
         self.top_processes = top_processes
+        self.top_cgroups = top_cgroups
+        self._cgroup_hierarchy = cgroups.find_hierarchy() if top_cgroups else None
         self.page_bytes = kernel.page_size()
         self._lock = threading.Lock()
         self._closed = False
@@ -235,6 +237,11 @@ class MemwatcherCollector(Collector):
                 except (MemwatcherError, OSError) as e:
                     self._read_errors[name] += 1
                     print(f"memwatcher: export: reading {name} failed: {e}", file=sys.stderr)
+            if self._cgroup_hierarchy is not None:
+                try:
+                    families += self._cgroups()
+                except OSError as e:
+                    print(f"memwatcher: export: reading cgroups failed: {e}", file=sys.stderr)
             self._scrapes += 1
             families += self._self_metrics(time.perf_counter() - started)
             return iter(families)
@@ -411,6 +418,30 @@ class MemwatcherCollector(Collector):
 
     # ---- the exporter itself
 
+    # ---- cgroups
+
+    def _cgroups(self) -> list[Metric]:
+        """The largest ``top_cgroups`` cgroups (below the root) by usage: at most that many series each."""
+        assert self._cgroup_hierarchy is not None
+        rows = [r for r in cgroups.read_cgroups(self._cgroup_hierarchy) if r.path != "/"]
+        rows = sorted(rows, key=lambda r: (-r.current_bytes, r.path))[: self.top_cgroups]
+        labels = ["cgroup", "container"]
+        usage = GaugeMetricFamily(
+            _name("cgroup_memory_bytes"), "Memory charged to the cgroup and its descendants", labels=labels
+        )
+        limit = GaugeMetricFamily(
+            _name("cgroup_memory_limit_bytes"), "The cgroup's memory limit (limited only)", labels=labels
+        )
+        kills = CounterMetricFamily(_name("cgroup_oom_kills"), "OOM kills in the cgroup (its own count)", labels=labels)
+        for r in rows:
+            values = [r.path, r.container or ""]
+            usage.add_metric(values, r.current_bytes)
+            if r.limit_bytes is not None:
+                limit.add_metric(values, r.limit_bytes)
+            if r.oom_kills is not None:
+                kills.add_metric(values, r.oom_kills)
+        return [usage, limit, kills]
+
     # ---- oom
 
     def _oom(self) -> list[Metric]:
@@ -499,6 +530,12 @@ def register(app: typer.Typer) -> None:
             int,
             typer.Option("--max-processes", min=1, max=PID_MAX_LIMIT, help="Capacity of procstat's in-kernel table."),
         ] = 16384,
+        top_cgroups: Annotated[
+            int,
+            typer.Option(
+                "--top-cgroups", min=0, max=10_000, help="Export the memory of the N largest cgroups (0: none)."
+            ),
+        ] = 20,
         max_connections: Annotated[
             int,
             typer.Option(
@@ -533,7 +570,7 @@ def register(app: typer.Typer) -> None:
                 reports = stack.enter_context(Reports(max_processes=max_processes))
             for name, reason in reports.unavailable.items():
                 print(f"memwatcher: export: {name} unavailable: {reason}", file=sys.stderr)
-            collector = MemwatcherCollector(reports, top_processes)
+            collector = MemwatcherCollector(reports, top_processes, top_cgroups)
             stack.callback(collector.close)  # runs before the reports close: waits for a running scrape
             registry = CollectorRegistry()
             registry.register(collector)
