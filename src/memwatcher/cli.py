@@ -102,7 +102,7 @@ def top_command(
 
     require_bpf()
     with stop_on_signals() as stop, ExitStack() as stack:
-        with slow_step("loading and attaching the procstat, sysstat, pr and paf programs..."):
+        with slow_step("loading and attaching the procstat, sysstat, pr, paf and oom programs..."):
             board = stack.enter_context(Dashboard(top=top))
         last: list = []
         live = None

@@ -1,4 +1,4 @@
-"""`memwatcher export`: Prometheus metrics from the procstat, sysstat, paf and pr programs.
+"""`memwatcher export`: Prometheus metrics from the procstat, sysstat, paf, pr and oom programs.
 
 The four reports' BPF programs stay loaded; every scrape reads their maps in
 batches through the reports' library APIs (``ProcStat.read``,
@@ -556,17 +556,18 @@ def register(app: typer.Typer) -> None:
         ] = DEFAULT_CLIENT_TIMEOUT_S,
         duration: Duration = None,
     ) -> None:
-        """Serve Prometheus metrics from procstat, sysstat, paf and pr over HTTP.
+        """Serve Prometheus metrics from procstat, sysstat, paf, pr, oom and cgroups over HTTP.
 
-        Per-process memory (top N by rss), system memory per node, zone
-        watermarks and free memory, allocation failures, kswapd, page reclaim
-        and a reclaim stall histogram. Stops on SIGINT/SIGTERM (or --duration).
+        Per-process memory (top N by rss), system memory per node and its
+        pressure, zone watermarks and free memory, allocation failures, kswapd,
+        page reclaim and a reclaim stall histogram, OOM kills, and the largest
+        cgroups. Stops on SIGINT/SIGTERM (or --duration).
         Example: memwatcher export --listen 127.0.0.1:9464 --top-processes 20
         """
         addr, port = _parse_listen_option(listen)
         ensure_open_files(max_connections)
         with stop_on_signals() as stop, ExitStack() as stack:
-            with slow_step("loading and attaching the procstat, sysstat, paf and pr programs..."):
+            with slow_step("loading and attaching the procstat, sysstat, paf, pr and oom programs..."):
                 reports = stack.enter_context(Reports(max_processes=max_processes))
             for name, reason in reports.unavailable.items():
                 print(f"memwatcher: export: {name} unavailable: {reason}", file=sys.stderr)
