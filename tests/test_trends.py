@@ -145,5 +145,7 @@ def test_a_steady_leak_a_pool_and_a_freed_stack(tmp_path: Path) -> None:
     assert steady["growth_bytes_per_s"] == pytest.approx(STEADY_RATE, rel=0.10)
     assert steady["growing_for_s"] >= 2.5
     assert (pool["verdict"], pool["growth_bytes_per_s"]) == ("stable", 0.0)
-    assert 199 <= pool["outstanding_allocs"] <= 200  # a read may fall between a free and its malloc
+    # One block more or less: a read may fall between a malloc and the free after it, and
+    # the allocation map is read while it changes (a new entry missed, an old one gone).
+    assert 199 <= pool["outstanding_allocs"] <= 201
     assert (temp["verdict"], temp["outstanding_bytes"]) == ("freed", 0)
