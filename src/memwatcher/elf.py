@@ -54,13 +54,17 @@ class ElfLayout:
         return None
 
 
-def read_layout(fd: int) -> ElfLayout:
-    """Parse the ELF header, PT_LOAD segments and build-id note of the file open at ``fd``."""
+def _elf_header(fd: int) -> tuple[bytes, bool, str]:
+    """(the ELF header's bytes, whether the file is 64-bit, its struct byte order)."""
     ident = os.pread(fd, 64, 0)
     if len(ident) < 52 or ident[:4] != b"\x7fELF":
         raise NotElfError("not an ELF file")
-    is64 = ident[4] == 2
-    order = "<" if ident[5] == 1 else ">"
+    return ident, ident[4] == 2, "<" if ident[5] == 1 else ">"
+
+
+def read_layout(fd: int) -> ElfLayout:
+    """Parse the ELF header, PT_LOAD segments and build-id note of the file open at ``fd``."""
+    ident, is64, order = _elf_header(fd)
     if is64:
         (elf_type,) = struct.unpack_from(order + "H", ident, 16)
         (phoff,) = struct.unpack_from(order + "Q", ident, 32)
@@ -116,11 +120,7 @@ def function_offsets(fd: int, names: Iterable[str]) -> dict[str, int]:
     a global definition wins over a weak one; names not defined are absent.
     """
     wanted = set(names)
-    ident = os.pread(fd, 64, 0)
-    if len(ident) < 52 or ident[:4] != b"\x7fELF":
-        raise NotElfError("not an ELF file")
-    is64 = ident[4] == 2
-    order = "<" if ident[5] == 1 else ">"
+    ident, is64, order = _elf_header(fd)
     if is64:
         (shoff,) = struct.unpack_from(order + "Q", ident, 40)
         shentsize, shnum = struct.unpack_from(order + "HH", ident, 58)
