@@ -11,13 +11,13 @@ import pwd
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["ProcessIdentity", "SharedMemory", "cgroup_path", "identity", "read_status", "shared_memory"]
+__all__ = ["ProcessIdentity", "SharedMemory", "cgroup_path", "identity", "kib_fields", "read_status", "shared_memory"]
 
 
-def read_status(pid: int) -> dict[str, str] | None:
-    """The fields of /proc/PID/status as text ("VmRSS": "1234 kB"), or None if the process is gone."""
+def _read_fields(path: str) -> dict[str, str] | None:
+    """The "Key: value" lines of a /proc file as text, or None if it cannot be read (the process is gone)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(path) as f:
             text = f.read()
     except OSError:
         return None
@@ -26,6 +26,16 @@ def read_status(pid: int) -> dict[str, str] | None:
         key, _, value = line.partition(":")
         out[key] = value.strip()
     return out
+
+
+def read_status(pid: int) -> dict[str, str] | None:
+    """The fields of /proc/PID/status as text ("VmRSS": "1234 kB"), or None if the process is gone."""
+    return _read_fields(f"/proc/{pid}/status")
+
+
+def kib_fields(fields: dict[str, str]) -> dict[str, int]:
+    """The fields given in kB ("1234 kB"), as ints."""
+    return {key: int(value[:-3]) for key, value in fields.items() if value.endswith(" kB")}
 
 
 def cgroup_path(text: str) -> str | None:
@@ -101,16 +111,8 @@ def shared_memory(pid: int) -> SharedMemory | None:
     The kernel walks the process's page tables to answer: its cost grows with
     the resident size (5 ms for a 2 GiB process on the 2-CPU test machine), so read it for a few processes.
     """
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            text = f.read()
-    except OSError:
-        return None
-    kib = {}
-    for line in text.splitlines()[1:]:
-        key, _, value = line.partition(":")
-        if value.strip().endswith(" kB"):
-            kib[key] = int(value.split()[0])
+    fields = _read_fields(f"/proc/{pid}/smaps_rollup")
+    kib = kib_fields(fields) if fields is not None else {}  # its first line, the mapping's, is no kB field
     if "Pss" not in kib:
         return None
     private = kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0) + kib.get("Private_Hugetlb", 0)

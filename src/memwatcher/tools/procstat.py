@@ -43,7 +43,7 @@ from ..libbpf import BPF_NOEXIST, BTF, BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import PID_MAX_LIMIT, Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
-from ..processes import ProcessIdentity, SharedMemory, identity, read_status, shared_memory
+from ..processes import ProcessIdentity, SharedMemory, identity, kib_fields, read_status, shared_memory
 from ..progress import slow_step
 from ..runner import readable, run_periodic, stop_on_signals
 
@@ -164,11 +164,6 @@ _SEED_FIELDS = {
 }
 
 
-def _kib_fields(status: dict[str, str]) -> dict[str, int]:
-    """The kB fields of /proc/PID/status (read_status) as ints."""
-    return {key: int(value[:-3]) for key, value in status.items() if value.endswith(" kB")}
-
-
 class ProcStat:
     """Loads and attaches the procstat BPF programs; :meth:`read` returns snapshots.
 
@@ -234,7 +229,7 @@ class ProcStat:
         page = self.page_size
         for pid in pids:
             status = read_status(pid)
-            kib = _kib_fields(status) if status is not None else {}
+            kib = kib_fields(status) if status is not None else {}
             if status is None or "VmSize" not in kib:  # gone, or a kernel thread
                 continue
             entry = np.zeros((), dtype=dtype)
