@@ -67,10 +67,10 @@ from ..progress import slow_step
 from ..records import load_header
 from ..runner import readable, run_periodic, stop_on_signals
 from ..trends import Trend, TrendTracker
+from ..unwinder import UnwindStats, UnwindTables
 
 if TYPE_CHECKING:  # imported where used: the symbolizer is not needed to parse options or print --help
     from ..symbolize import Frame, Symbolizer
-from ..unwinder import UnwindStats, UnwindTables
 
 __all__ = [
     "USER_FUNCTIONS",
@@ -344,7 +344,7 @@ def kernel_programs(params_of: Callable[[str], list[str] | None], percpu: bool =
 def plan() -> kernel.Plan:
     """Hooks of both modes on this kernel (uprobes for user space, tracepoints for --kernel)."""
     programs = kernel_programs(kernel.tracepoint_params, percpu=True)
-    uprobe = kernel.probe_features()["uprobe"]
+    uprobe = kernel.probe_feature("uprobe")
     # Without uprobes (or the right to create them) --kernel still runs.
     multi = kernel.probe_feature("uprobe_multi")
     hooks = [
@@ -436,17 +436,19 @@ class _Tracer:
             held_now = dict(zip(ids.tolist(), (sizes * rate).tolist()))
         else:
             keys, values = obj.maps.allocs.read_all(np.uint64, self._layouts.memleak_alloc)
+            # Stacks once: every allocation counts for the trends, those old enough for the report.
             every, at = np.unique(values["stack_id"], return_inverse=True)
             held = np.bincount(at, weights=values["size_bytes"], minlength=len(every)).astype(np.int64) * rate
             held_now = dict(zip(every.tolist(), held.tolist()))
             ages_s = np.maximum(now_ns - values["ts_ns"].astype(np.int64), 0) / 1e9
             keep = ages_s >= min_age_s
-            keys, values, ages_s = keys[keep], values[keep], ages_s[keep]
-            ids, inverse = np.unique(values["stack_id"], return_inverse=True)
-            sizes = np.bincount(inverse, weights=values["size_bytes"], minlength=len(ids)).astype(np.int64)
-            counts = np.bincount(inverse, minlength=len(ids)).astype(np.int64)
-            oldest = np.zeros(len(ids))
-            np.maximum.at(oldest, inverse, ages_s)
+            keys, values, ages_s, at = keys[keep], values[keep], ages_s[keep], at[keep]
+            sizes = np.bincount(at, weights=values["size_bytes"], minlength=len(every)).astype(np.int64)
+            counts = np.bincount(at, minlength=len(every)).astype(np.int64)
+            oldest = np.zeros(len(every))
+            np.maximum.at(oldest, at, ages_s)
+            shown = counts > 0
+            ids, sizes, counts, oldest = every[shown], sizes[shown], counts[shown], oldest[shown]
             if show_allocs:
                 order = np.argsort(-ages_s)
                 allocations = [
