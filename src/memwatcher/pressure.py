@@ -10,6 +10,7 @@ time in microseconds since boot. A kernel without PSI (``CONFIG_PSI=n``, or
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 __all__ = ["SYSTEM_MEMORY_PRESSURE", "Pressure", "parse_pressure", "read_pressure"]
@@ -33,6 +34,11 @@ class Pressure:
     def fields(self, prefix: str = "pressure_") -> dict[str, float | int]:
         """The readings by name, each prefixed (``pressure_some_avg10_pct``...)."""
         return {prefix + key: value for key, value in asdict(self).items()}
+
+    @classmethod
+    def keys(cls, prefix: str = "pressure_") -> list[str]:
+        """The names :meth:`fields` gives, in order."""
+        return [prefix + f.name for f in dataclasses.fields(cls)]
 
 
 def parse_pressure(text: str) -> Pressure:

@@ -34,7 +34,6 @@ kernels are >= 5.15):
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -447,7 +446,7 @@ def columns_for(groups: Sequence[str], per_node: bool, table: bool = False) -> l
     return cols
 
 
-_PRESSURE_KEYS = [f"pressure_{field.name}" for field in dataclasses.fields(Pressure)]
+_PRESSURE_KEYS = Pressure.keys()
 
 
 class _Reporter:
