@@ -65,6 +65,16 @@ def vmstat() -> dict[str, int]:
     return out
 
 
+def meminfo_bytes() -> dict[str, int]:
+    """/proc/meminfo's kB lines, in bytes."""
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.endswith(" kB"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
 def fs_type(path: Path) -> str:
     """Filesystem type of the mount holding ``path`` (longest mount point prefix)."""
     best, fstype = "", ""

@@ -54,6 +54,7 @@ from .progress import slow_step
 from .reports import REPORT_NAMES, Reports
 from .runner import stop_on_signals
 from .tools import cgroups, pr, procstat, sysstat
+from .vmevents import SwapSpace, VmEvents, read_swap_space, read_vm_events
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -85,7 +86,12 @@ _PROCESS_GAUGES = (
 
 # sysstat keys renamed so that "pages" (the kernel's AnonPages / nr_file_pages)
 # is not mistaken for a unit: the values are bytes.
-_MEMORY_NAMES = {"anon_pages_bytes": "anon_mapped_bytes", "file_pages_bytes": "file_cache_bytes"}
+# "sec" (secondary page tables, SecPageTables) would read as an abbreviated unit.
+_MEMORY_NAMES = {
+    "anon_pages_bytes": "anon_mapped_bytes",
+    "file_pages_bytes": "file_cache_bytes",
+    "sec_page_tables_bytes": "secondary_page_tables_bytes",
+}
 
 # (ZoneStats field, metric name suffix, HELP) per zone; pages converted to bytes.
 _ZONE_GAUGES = (
@@ -186,6 +192,31 @@ def _pressure_metrics(pressure: Pressure | None) -> list[Metric]:
         for window in ("10", "60", "300"):
             ratio.add_metric([kind, f"{window}s"], getattr(pressure, f"{kind}_avg{window}_pct") / 100)
     return [stalled, ratio]
+
+
+def _vm_event_metrics(events: VmEvents, swap: SwapSpace | None, page_bytes: int) -> list[Metric]:
+    """Faults and swap traffic since boot (from /proc/vmstat), and swap space (from /proc/meminfo)."""
+    out = []
+    for field, name, help_, scale in (
+        ("page_faults", "page_faults", "Page faults, minor and major, since boot", 1),
+        ("major_faults", "major_page_faults", "Page faults that waited for I/O, since boot", 1),
+        ("swap_in_pages", "swap_in_bytes", "Memory read back from swap since boot, bytes", page_bytes),
+        ("swap_out_pages", "swap_out_bytes", "Memory written out to swap since boot, bytes", page_bytes),
+    ):
+        value = getattr(events, field)
+        if value is not None:
+            counter = CounterMetricFamily(_name(name), help_)
+            counter.add_metric([], value * scale)
+            out.append(counter)
+    if swap is not None:
+        for name, value, help_ in (
+            ("memory_swap_size_bytes", swap.total_bytes, "Swap space of every active swap area (SwapTotal)"),
+            ("memory_swap_free_bytes", swap.free_bytes, "Unused swap space (SwapFree)"),
+        ):
+            gauge = GaugeMetricFamily(_name(name), help_)
+            gauge.add_metric([], value)
+            out.append(gauge)
+    return out
 
 
 class MemwatcherCollector(Collector):
@@ -298,7 +329,13 @@ class MemwatcherCollector(Collector):
         )
         snaps.add_metric(["alloc"], st.snapshots - st.forced)
         snaps.add_metric(["forced"], st.forced)
-        return [*out, age, snaps, *_pressure_metrics(read_pressure())]
+        return [
+            *out,
+            age,
+            snaps,
+            *_pressure_metrics(read_pressure()),
+            *_vm_event_metrics(read_vm_events(), read_swap_space(), stat.page_bytes),
+        ]
 
     # ---- paf
 
