@@ -683,6 +683,10 @@ def test_cgroup_series_follow_the_cgroup_files(memcg: Cgroup) -> None:
     assert min(before, after) - slack <= got[("memwatcher_cgroup_memory_bytes", series)] <= max(before, after) + slack
     assert got[("memwatcher_cgroup_memory_limit_bytes", series)] == LIMIT_BYTES
     assert got[("memwatcher_cgroup_oom_kills_total", series)] == 0
+    assert got[("memwatcher_cgroup_memory_limit_hits_total", series)] == memcg.limited()
+    if memcg.version == 2:  # v1 keeps no reclaim or pressure figures per cgroup
+        assert ("memwatcher_cgroup_reclaim_reclaimed_bytes_total", series) in got
+        assert ("memwatcher_cgroup_memory_pressure_stalled_seconds_total", (*series, ("kind", "full"))) in got
     assert ("memwatcher_cgroup_memory_bytes", (("cgroup", "/"), ("container", ""))) not in got  # the root: sysstat's
 
 

@@ -530,15 +530,34 @@ class MemwatcherCollector(Collector):
         limit = GaugeMetricFamily(
             _name("cgroup_memory_limit_bytes"), "The cgroup's memory limit (limited only)", labels=labels
         )
-        kills = CounterMetricFamily(_name("cgroup_oom_kills"), "OOM kills in the cgroup (its own count)", labels=labels)
+        counters = {
+            field: CounterMetricFamily(_name(name), help_, labels=labels)
+            for field, name, help_ in (
+                ("oom_kills", "cgroup_oom_kills", "OOM kills in the cgroup (its own count)"),
+                ("limit_hits", "cgroup_memory_limit_hits", "Charges that met the cgroup's limit (v2 max, v1 failcnt)"),
+                ("reclaim_scanned_bytes", "cgroup_reclaim_scanned_bytes", "Memory reclaim scanned in the cgroup"),
+                ("reclaim_reclaimed_bytes", "cgroup_reclaim_reclaimed_bytes", "Memory reclaim freed in the cgroup"),
+            )
+        }
+        stalled = CounterMetricFamily(
+            _name("cgroup_memory_pressure_stalled_seconds"),
+            "Time some or all of the cgroup's tasks stalled on memory (memory.pressure)",
+            labels=[*labels, "kind"],
+        )
         for r in rows:
             values = [r.path, r.container or ""]
             usage.add_metric(values, r.current_bytes)
             if r.limit_bytes is not None:
                 limit.add_metric(values, r.limit_bytes)
-            if r.oom_kills is not None:
-                kills.add_metric(values, r.oom_kills)
-        return [usage, limit, kills]
+            for field, counter in counters.items():
+                value = getattr(r, field)
+                if value is not None:
+                    counter.add_metric(values, value)
+            for kind in ("some", "full"):
+                total_us = getattr(r, f"pressure_{kind}_total_us")
+                if total_us is not None:
+                    stalled.add_metric([*values, kind], total_us / 1e6)
+        return [usage, limit, *counters.values(), stalled]
 
     # ---- oom
 
