@@ -894,7 +894,7 @@ def test_json_report_shape() -> None:
     data = report_json(_report())
     assert set(data["stacks"][0]) == {
         "stack_id", "outstanding_bytes", "outstanding_allocs", "oldest_age_s", "frames",
-        "verdict", "growth_bytes_per_s", "growing_for_s",
+        "verdict", "growth_bytes_per_s", "growing_for_s", "allocated_bytes", "allocations", "freed_bytes", "frees",
     }  # fmt: skip
     frame_keys = {"address", "module", "symbol", "linkage_name", "offset", "module_offset", "file", "line", "inlined"}
     assert set(data["stacks"][0]["frames"][0]) == frame_keys

@@ -192,7 +192,9 @@ class LeakStack:
     With sampling, bytes and allocations are estimates (scaled). ``trend`` is
     how the stack's outstanding bytes moved over the last reads
     (:mod:`memwatcher.trends`; None on the first read of it); a stack
-    ``freed`` since is reported with nothing outstanding.
+    ``freed`` since is reported with nothing outstanding. ``allocated_bytes``,
+    ``allocations``, ``freed_bytes`` and ``frees`` count since tracing began
+    (BPF counters: exact unless sampled); outstanding is allocated less freed.
     """
 
     stack_id: int
@@ -202,6 +204,10 @@ class LeakStack:
     addresses: list[int]
     frames: list[Frame] = field(default_factory=list)
     trend: Trend | None = None
+    allocated_bytes: int = 0
+    allocations: int = 0
+    freed_bytes: int = 0
+    frees: int = 0
 
 
 @dataclass
@@ -391,7 +397,8 @@ class _Tracer:
         obj.rodata.stack_flags = stack_flags
         obj.rodata.wa_missing_free = opts.wa_missing_free
         obj.maps.allocs.max_entries = opts.max_allocs
-        obj.maps.combined.max_entries = opts.max_stacks
+        # One row per stack id, plus one per error a stack walk can return (negative ids).
+        obj.maps.combined.max_entries = opts.max_stacks + 16
         obj.maps.inflight.max_entries = opts.max_threads
         dwarf = stack_flags == _BPF_F_USER_STACK and opts.dwarf_unwind
         obj.rodata.dwarf_unwind = dwarf
@@ -427,11 +434,13 @@ class _Tracer:
         rate = max(1, self.options.sample_rate)
         allocations: list[OutstandingAllocation] = []
         now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
+        stack_keys, stack_rows = obj.maps.combined.read_all(np.int64, self._layouts.memleak_combined)
+        totals = dict(zip(stack_keys.tolist(), stack_rows.tolist()))
         if self.options.combined_only:
-            keys, values = obj.maps.combined.read_all(np.int64, self._layouts.memleak_combined)
-            ids = keys.astype(np.int64)
-            sizes = values["bytes"].astype(np.int64)
-            counts = values["allocs"].astype(np.int64)
+            held = stack_rows["allocs"] > 0  # rows stay, with their totals, once all is freed
+            ids = stack_keys[held].astype(np.int64)
+            sizes = stack_rows["bytes"][held].astype(np.int64)
+            counts = stack_rows["allocs"][held].astype(np.int64)
             oldest: np.ndarray | None = None
             held_now = dict(zip(ids.tolist(), (sizes * rate).tolist()))
         else:
@@ -479,6 +488,8 @@ class _Tracer:
         stacks = []
         for i in order:
             addresses = self._stack_addresses(int(ids[i]))
+            # (outstanding bytes, allocs, allocated bytes, allocations, freed bytes, frees)
+            _, _, *since_start = totals.get(int(ids[i]), (0,) * 6)
             stacks.append(
                 LeakStack(
                     int(ids[i]),
@@ -488,6 +499,7 @@ class _Tracer:
                     addresses,
                     self.frames(addresses),
                     trends[i],
+                    *(int(n) * rate for n in since_start),
                 )
             )
         bss = obj.bss
@@ -1162,6 +1174,10 @@ def report_json(report: LeakReport) -> dict[str, Any]:
                 "verdict": s.trend.verdict if s.trend else None,
                 "growth_bytes_per_s": s.trend.growth_per_s if s.trend else None,
                 "growing_for_s": s.trend.growing_for_s if s.trend else None,
+                "allocated_bytes": s.allocated_bytes,
+                "allocations": s.allocations,
+                "freed_bytes": s.freed_bytes,
+                "frees": s.frees,
                 "frames": [_frame_json(f) for f in s.frames],
             }
             for s in report.stacks
