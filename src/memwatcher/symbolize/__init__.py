@@ -46,6 +46,7 @@ __all__ = [
     "available_backends",
     "format_frame",
     "format_stack",
+    "frame_name",
 ]
 
 BACKENDS = ("libdw", "pyelftools")
@@ -311,6 +312,17 @@ def _frames_of(address: int, module: str, build_id: str | None, elf_address: int
 
 
 # ---------------------------------------------------------------- formatting
+
+
+def frame_name(frame: Frame) -> str:
+    """A frame's name for flame graphs and profiles: its function, else ``module+0xELF_ADDRESS``
+    (the module's file name), else the bare address."""
+    if frame.function:
+        return frame.function
+    if frame.module:
+        offset = frame.elf_address if frame.elf_address is not None else frame.address
+        return f"{os.path.basename(frame.module)}+0x{offset:x}"
+    return f"0x{frame.address:x}"
 
 
 def format_frame(frame: Frame, index: int) -> str:

@@ -33,7 +33,6 @@ import ctypes
 import dataclasses
 import enum
 import errno
-import gzip
 import json
 import os
 import re
@@ -1030,30 +1029,10 @@ def _watch_pid(pid: int, gone: threading.Event, stop: threading.Event) -> None:
 # ---------------------------------------------------------------- output
 
 
-def _frame_name(frame: Frame) -> str:
-    if frame.function:
-        return frame.function
-    if frame.module:
-        offset = frame.elf_address if frame.elf_address is not None else frame.address
-        return f"{os.path.basename(frame.module)}+0x{offset:x}"
-    return f"0x{frame.address:x}"
-
-
-def _frame_line(frame: Frame, index: int) -> str:
-    text = f"    #{index:<2} 0x{frame.address:016x} in {_frame_name(frame)}"
-    if frame.function and frame.offset is not None and frame.file is None:
-        text += f"+0x{frame.offset:x}"
-    if frame.inlined:
-        text += " (inlined)"
-    if frame.file:
-        text += f" at {frame.file}:{frame.line}" if frame.line else f" at {frame.file}"
-    elif frame.module:
-        text += f" [{frame.module}]"
-    return text
-
-
 def format_text(report: LeakReport) -> str:
     """A backtrace per stack, largest first, with exact bytes, allocations and oldest age."""
+    from ..symbolize import format_frame
+
     est = "~" if report.estimated else ""
     head = (
         f"{report.time[11:19]} memleak {report.target}{' (final)' if report.final else ''}: "
@@ -1074,7 +1053,7 @@ def format_text(report: LeakReport) -> str:
         )
         if not stack.frames:
             lines.append("    [stack not recorded]")
-        lines += [_frame_line(f, i) for i, f in enumerate(stack.frames)]
+        lines += ["    " + format_frame(f, i) for i, f in enumerate(stack.frames)]
     lines += _unwind_footer(report.unwind)
     if report.allocations:
         lines.append("  outstanding allocations (oldest first):")
@@ -1191,157 +1170,33 @@ def report_json(report: LeakReport) -> dict[str, Any]:
 
 def format_folded(report: LeakReport) -> str:
     """Folded stacks (root first, ``;``-separated) weighted by outstanding bytes."""
+    from ..symbolize import frame_name
+
     lines = []
     for stack in (s for s in report.stacks if s.outstanding_bytes):
-        names = [_frame_name(f).replace(";", ":").replace(" ", "_") for f in reversed(stack.frames)] or ["[unknown]"]
+        names = [frame_name(f).replace(";", ":").replace(" ", "_") for f in reversed(stack.frames)] or ["[unknown]"]
         lines.append(f"{';'.join(names)} {stack.outstanding_bytes}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 fields: two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _pb_int(field_no: int, value: int) -> bytes:
-    return _varint(field_no << 3) + _varint(value) if value else b""
-
-
-def _pb_bytes(field_no: int, payload: bytes) -> bytes:
-    return _varint(field_no << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _pb_packed(field_no: int, values: Sequence[int]) -> bytes:
-    return _pb_bytes(field_no, b"".join(_varint(v) for v in values)) if values else b""
-
-
-@dataclass
-class _PprofMapping:
-    id: int
-    start: int  # the load bias: address - ELF address (0 for the kernel)
-    limit: int
-    build_id: str
-    symbolized: bool  # some frame in it has a function name
-
-
-def _pprof_mappings(report: LeakReport) -> dict[str, _PprofMapping]:
-    """One mapping per object the frames are in, the executable first (pprof's "main binary").
-
-    The range covers the addresses seen in the report (the report does not carry the
-    target's memory map); ``start`` is chosen so that address - start is the ELF
-    address, which is what pprof wants for a file offset of 0.
-    """
-    seen: dict[str, _PprofMapping] = {}
-    for stack in report.stacks:
-        for f in stack.frames:
-            if f.module is None:
-                continue
-            bias = f.address - f.elf_address if f.elf_address is not None else 0
-            m = seen.get(f.module)
-            if m is None:
-                seen[f.module] = _PprofMapping(
-                    0, min(bias, f.address), f.address + 1, f.build_id or "", f.function is not None
-                )
-            else:
-                m.start = min(m.start, bias, f.address)
-                m.limit = max(m.limit, f.address + 1)
-                m.symbolized = m.symbolized or f.function is not None
-    # The executable: the first object that is not a shared library (kernel: vmlinux).
-    main = next((name for name in seen if name == "vmlinux" or ".so" not in os.path.basename(name)), None)
-    ordered = ([main] if main else []) + [name for name in seen if name != main]
-    mappings = {name: seen[name] for name in ordered}
-    for number, m in enumerate(mappings.values(), 1):
-        m.id = number
-    return mappings
-
-
 def encode_pprof(report: LeakReport) -> bytes:
     """The report as a gzipped pprof ``profile.proto``: samples (inuse_objects,
-    inuse_space), locations with their mappings, functions, the period (one
-    recorded allocation stands for ``sample_rate``) and the time traced."""
-    strings: dict[str, int] = {"": 0}
+    inuse_space) of the stacks holding memory, the period (one recorded
+    allocation stands for ``sample_rate``) and the time traced."""
+    from ..pprof import ProfileSample, encode_profile
 
-    def s(text: str) -> int:
-        return strings.setdefault(text, len(strings))
-
-    functions: dict[tuple[str, str], int] = {}
-    locations: dict[tuple[int, tuple], int] = {}
-    mappings = _pprof_mappings(report)
-    body = bytearray()
-    value_types = [("inuse_objects", "count"), ("inuse_space", "bytes")]
-    for kind, unit in value_types:
-        body += _pb_bytes(1, _pb_int(1, s(kind)) + _pb_int(2, s(unit)))
-    func_msgs, loc_msgs = bytearray(), bytearray()
-    for stack in (st for st in report.stacks if st.outstanding_bytes):  # freed stacks hold nothing
-        # One location per address; its lines are the inlined frames, innermost first.
-        by_address: list[tuple[int, list[Frame]]] = []
-        for f in stack.frames:
-            if by_address and by_address[-1][0] == f.address and by_address[-1][1][-1].inlined:
-                by_address[-1][1].append(f)
-            else:
-                by_address.append((f.address, [f]))
-        loc_ids = []
-        for address, frames in by_address:
-            key = (address, tuple(_frame_name(f) for f in frames))
-            if key not in locations:
-                locations[key] = len(locations) + 1
-                lines = bytearray()
-                for f in frames:
-                    fkey = (_frame_name(f), f.file or "")
-                    if fkey not in functions:
-                        functions[fkey] = len(functions) + 1
-                        func_msgs += _pb_bytes(
-                            5,
-                            _pb_int(1, functions[fkey])
-                            + _pb_int(2, s(fkey[0]))
-                            + _pb_int(3, s(f.linkage_name or fkey[0]))  # system_name: the mangled name
-                            + _pb_int(4, s(fkey[1])),
-                        )
-                    lines += _pb_bytes(4, _pb_int(1, functions[fkey]) + _pb_int(2, f.line or 0))
-                mapping = mappings.get(frames[0].module or "")
-                loc_msgs += _pb_bytes(
-                    4,
-                    _pb_int(1, locations[key])
-                    + _pb_int(2, mapping.id if mapping else 0)
-                    + _pb_int(3, address)
-                    + bytes(lines),
-                )
-            loc_ids.append(locations[key])
-        body += _pb_bytes(
-            2, _pb_packed(1, loc_ids) + _pb_packed(2, [stack.outstanding_allocs, stack.outstanding_bytes])
-        )
-    for name, m in mappings.items():
-        symbolized = int(m.symbolized)
-        body += _pb_bytes(
-            3,
-            _pb_int(1, m.id)
-            + _pb_int(2, m.start)
-            + _pb_int(3, m.limit)
-            + _pb_int(5, s("[kernel.kallsyms]" if name == "vmlinux" else name))
-            + _pb_int(6, s(m.build_id) if m.build_id else 0)
-            + _pb_int(7, symbolized)  # has_functions
-            + _pb_int(8, symbolized)  # has_filenames
-            + _pb_int(9, symbolized)  # has_line_numbers
-            + _pb_int(10, symbolized),  # has_inline_frames
-        )
-    body += loc_msgs + func_msgs
-    body += _pb_int(9, time.time_ns())
-    body += _pb_int(10, int(report.traced_s * 1e9))  # duration_nanos
-    body += _pb_bytes(11, _pb_int(1, s("allocations")) + _pb_int(2, s("count")))  # period_type
-    body += _pb_int(12, report.sample_rate)  # period
-    body += _pb_int(14, s("inuse_space"))  # default_sample_type
-    # Last: every string above has its index by now (insertion order is index order).
-    for text in strings:
-        body += _pb_bytes(6, text.encode())
-    return gzip.compress(bytes(body))
+    return encode_profile(
+        [
+            ProfileSample(s.frames, (s.outstanding_allocs, s.outstanding_bytes))
+            for s in report.stacks
+            if s.outstanding_bytes  # freed stacks hold nothing
+        ],
+        [("inuse_objects", "count"), ("inuse_space", "bytes")],
+        period_type=("allocations", "count"),
+        period=report.sample_rate,
+        duration_ns=int(report.traced_s * 1e9),
+        default_sample_type="inuse_space",
+    )
 
 
 # ---------------------------------------------------------------- CLI
