@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..elf import ElfLayout, NotElfError, read_layout
-from ..errors import MemwatcherError
+from ..errors import MemwatcherError, NoSuchProcessError
 from ..procmaps import Module, ProcessMaps
 from . import _dwfl
 from ._demangle import demangle
@@ -40,7 +40,6 @@ __all__ = [
     "KernelSymbol",
     "KernelSymbols",
     "KernelSymbolsHidden",
-    "NoSuchProcess",
     "SymbolizeError",
     "Symbolizer",
     "available_backends",
@@ -54,10 +53,6 @@ BACKENDS = ("libdw", "pyelftools")
 
 class SymbolizeError(MemwatcherError):
     """Symbolization cannot proceed (unknown back end, unreadable kernel symbols...)."""
-
-
-class NoSuchProcess(SymbolizeError):
-    """The process's memory map cannot be read (it exited, or access is denied)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +150,7 @@ class Symbolizer:
 
         ``pid`` None: kernel addresses. ``return_addresses``: the addresses are
         return addresses (looked up at ``address - 1``, the call instruction).
-        Raises :class:`NoSuchProcess` when the pid's memory map is unreadable.
+        Raises :class:`~memwatcher.errors.NoSuchProcessError` when the pid's memory map is unreadable.
         """
         addresses = list(addresses)
         flags = [return_addresses] * len(addresses)
@@ -197,7 +192,7 @@ class Symbolizer:
                 maps = self._maps[pid] = ProcessMaps.read(pid)
             except OSError as e:
                 if maps is None:
-                    raise NoSuchProcess(f"symbolize: cannot read /proc/{pid}/maps: {e.strerror}") from None
+                    raise NoSuchProcessError(pid, f"symbolize: cannot read /proc/{pid}/maps: {e.strerror}") from None
         return maps
 
     def _user_frames(self, pid: int, address: int, is_return: bool) -> list[Frame]:

@@ -60,11 +60,11 @@ from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
-from ..processes import read_status
+from ..processes import PidWatch, read_status
 from ..procmaps import LIBC_PATH, ProcessMaps
 from ..progress import slow_step
 from ..records import load_header
-from ..runner import readable, run_periodic, stop_on_signals
+from ..runner import run_periodic, stop_on_signals
 from ..trends import Trend, TrendTracker
 from ..unwinder import UnwindStats, UnwindTables
 
@@ -1012,18 +1012,16 @@ class CommandProcess:
 def _watch_pid(pid: int, gone: threading.Event, stop: threading.Event) -> None:
     """Set ``gone`` and ``stop`` when process ``pid`` (not our child) exits."""
     try:
-        fd = os.pidfd_open(pid)
-    except OSError:
+        watch = PidWatch([pid])
+    except NoSuchProcessError:
         gone.set()
         stop.set()
         return
-    try:
+    with watch:
         while not stop.is_set():
-            if readable([fd], 0.2):
+            if watch.exited(0.2):
                 gone.set()
                 stop.set()
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- output
