@@ -92,6 +92,7 @@ __all__ = [
     "plan",
     "register",
     "report_json",
+    "run_metadata",
 ]
 
 # Allocator function -> its attach cookie in bpf/memleak.h. Two programs serve them
@@ -1141,12 +1142,17 @@ def _frame_json(frame: Frame) -> dict[str, Any]:
     }
 
 
-def report_json(report: LeakReport) -> dict[str, Any]:
-    """The report as one JSON object (raw numbers, snake_case keys with units)."""
-    return {
+def report_json(report: LeakReport, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as one JSON object (raw numbers, snake_case keys with units).
+
+    ``run``: what the whole run was (command, kernel, options: :func:`run_metadata`),
+    carried under ``"run"`` so that each object describes itself.
+    """
+    out = {
         "time": report.time,
         "target": report.target,
         "final": report.final,
+        "traced_s": round(report.traced_s, 6),
         "estimated": report.estimated,
         "sample_rate": report.sample_rate,
         "total_outstanding_bytes": report.total_outstanding_bytes,
@@ -1171,6 +1177,39 @@ def report_json(report: LeakReport) -> dict[str, Any]:
             for a in report.allocations
         ],
     }
+    if run is not None:
+        out["run"] = run
+    return out
+
+
+def run_metadata(command: Sequence[str] | None, pid: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The run's description for the JSON and HTML reports: what was traced, where, how.
+
+    ``command``: the traced program's argv (``--command``, or a ``--pid``'s
+    command line); ``options``: the command-line options, by name with units.
+    """
+    from .. import __version__
+
+    uname = os.uname()
+    return {
+        "command": list(command) if command else None,
+        "pid": pid,
+        "kernel": uname.release,
+        "machine": uname.machine,
+        "hostname": uname.nodename,
+        "memwatcher": __version__,
+        "started": timestamp(),
+        "invocation": shlex.join(["memwatcher", *sys.argv[1:]]),
+        "options": options,
+    }
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] or None
 
 
 def format_folded(report: LeakReport) -> str:
@@ -1351,7 +1390,7 @@ class SortKey(str, enum.Enum):
     growth = "growth"
 
 
-def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None) -> None:
+def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None, run: dict[str, Any]) -> None:
     """Text and JSON reports go to ``stream`` one after another; folded and pprof are one
     whole profile, which replaces ``file`` atomically each time (or goes to stdout once)."""
     if fmt in (LeakFormat.pprof, LeakFormat.folded):
@@ -1363,7 +1402,7 @@ def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None
             sys.stdout.buffer.flush()
         return
     if fmt == LeakFormat.json:
-        text = json.dumps(report_json(report)) + "\n"
+        text = json.dumps(report_json(report, run)) + "\n"
     else:
         text = format_text(report)
     stream.write(text)
@@ -1490,6 +1529,15 @@ def register(app: typer.Typer) -> None:
             LeakFormat, typer.Option("--output", "-o", "--format", "-f", help="text, json, folded or pprof.")
         ] = LeakFormat.text,
         file: Annotated[Path | None, typer.Option("--file", help="Write the output here instead of stdout.")] = None,
+        html: Annotated[
+            Path | None,
+            typer.Option(
+                "--html",
+                help="At the end, also write a self-contained HTML report here: flame graph, memory over time, "
+                "stacks with their trends (memwatcher report makes one from saved --output json).",
+                metavar="FILE",
+            ),
+        ] = None,
     ) -> None:
         """Call stacks holding memory never freed: a process (--pid, --command) or the kernel.
 
@@ -1536,10 +1584,24 @@ def register(app: typer.Typer) -> None:
         with ExitStack() as stack:
             if file is not None and (problem := check_writable(file)) is not None:
                 raise typer.BadParameter(problem, param_hint="--file")
+            if html is not None and (problem := check_writable(html)) is not None:
+                raise typer.BadParameter(problem, param_hint="--html")
             out: TextIO = stack.enter_context(open(file, "w")) if file is not None and periodic else sys.stdout
+            history = None
+            if html is not None:
+                from ..htmlreport import LeakHistory
+
+                history = LeakHistory()
+            # Exports (flame graphs, pprof, the HTML report) carry every stack; --top limits what is printed.
+            shown = top if periodic else None
+            run: dict[str, Any] = {}
 
             def emit(report: LeakReport) -> None:
-                _emit(report, fmt, out, file)
+                if history is not None:
+                    history.add(report_json(report, run))
+                    if shown is not None:
+                        report = dataclasses.replace(report, stacks=report.stacks[:shown])
+                _emit(report, fmt, out, file, run)
 
             stop = stack.enter_context(stop_on_signals())
             gone = threading.Event()
@@ -1581,15 +1643,37 @@ def register(app: typer.Typer) -> None:
                 threading.Thread(target=_watch_pid, args=(pid, gone, stop), daemon=True).start()
             for name in getattr(tracer, "skipped", []):
                 print(f"memwatcher: {name} not found in the allocator library; not traced", file=sys.stderr)
+            traced_pid = proc.pid if proc is not None else pid
+            settings = {
+                "kernel_mode": kernel_mode,
+                "interval_s": sched.interval_s,
+                "duration_s": sched.duration_s,
+                "count": sched.count,
+                "top": top,
+                "sort": sort.value,
+                "min_age_s": min_age,
+                **dataclasses.asdict(options),
+                "show_allocs": show_allocs,
+                "obj": obj,
+                "symbol_prefix": symbol_prefix,
+            }
+            run.update(run_metadata(argv or (_cmdline(pid) if pid is not None else None), traced_pid, settings))
             print(f"memwatcher: tracing {tracer.target}; Ctrl-C to stop", file=sys.stderr)
 
-            # Exports (flame graphs, pprof) carry every stack; --top limits what is printed.
-            shown = top if periodic else None
-
             def read() -> LeakReport:
-                return tracer.read(top=shown, min_age_s=min_age, sort=sort.value, show_allocs=show_allocs)
+                return tracer.read(
+                    top=None if history is not None else shown,
+                    min_age_s=min_age,
+                    sort=sort.value,
+                    show_allocs=show_allocs,
+                )
 
             _run(tracer, sched, stop, gone, read, emit)
+            if history is not None:
+                from ..htmlreport import write_report
+
+                size_bytes = write_report(history, html)
+                print(f"memwatcher: HTML report written to {html} ({human_bytes(size_bytes)})", file=sys.stderr)
             if proc is not None:
                 proc.finish()
                 status = proc.exit_status if proc.exit_status is not None else 1
