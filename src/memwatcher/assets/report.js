@@ -68,6 +68,11 @@
     const f = D.frames[i];
     return { name: f[0], file: f[1] >= 0 ? D.paths[f[1]] : "", line: f[2], module: f[3] >= 0 ? D.paths[f[3]] : "", inlined: !!f[4] };
   };
+  // A stack's name: its allocation site and, for sites reached through several paths, the caller.
+  const site = (s) => {
+    const f = frame(s.frames[0]);
+    return f.name + (s.frames.length > 1 ? " ← " + frame(s.frames[1]).name : "");
+  };
   const where = (f) => (f.file ? basename(f.file) + (f.line ? ":" + f.line : "") : f.module ? basename(f.module) : "");
   const stacks = D.stacks.map((s) => ({
     id: s[0], bytes: s[1], allocs: s[2], age: s[3], verdict: s[4], growth: s[5], growing: s[6],
@@ -257,23 +262,27 @@
     let timer = 0;
     $("search").addEventListener("input", () => {
       clearTimeout(timer);
-      timer = setTimeout(() => {
-        const text = $("search").value.trim();
-        try {
-          pattern = text ? new RegExp(text, "i") : null;
-        } catch (e) {  // not a regex: the literal text
-          pattern = new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "i");
-        }
-        renderFlame();
-        renderMatch();
-        renderTable();
-      }, 150);
+      timer = setTimeout(search, 150);
     });
     let resize = 0;
     window.addEventListener("resize", () => {
       clearTimeout(resize);
       resize = setTimeout(renderFlame, 100);
     });
+  }
+
+  function search() {
+    const text = $("search").value.trim();
+    try {
+      pattern = text ? new RegExp(text, "i") : null;
+    } catch (e) {  // not a regex: the literal text
+      pattern = new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "i");
+    }
+    // In the address too (#search=...): a link or a reload shows the same matches.
+    history.replaceState(null, "", text ? "#search=" + encodeURIComponent(text) : location.pathname);
+    renderFlame();
+    renderMatch();
+    renderTable();
   }
 
   function renderMatch() {
@@ -300,15 +309,14 @@
 
   function renderPlot() {
     const S = D.series, t = S.t_s, n = t.length;
-    const W = 1000, H = 260, L = 78, R = 14, T = 14, B = 30;
+    const W = 1000, H = 260, L = 78, R = 24, T = 14, B = 30;
     const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "outstanding bytes over time" });
     const lines = [{ name: "total", values: S.bytes, colour: "#1f2328", width: 2.4 }];
     S.stacks.forEach(([id, values], k) => {
       const s = stacks.find((x) => x.id === id);
-      const f = frame(s.frames[0]);
-      lines.push({ name: f.name + (where(f) ? " " + where(f) : ""), values, colour: PALETTE[k % PALETTE.length], width: 1.6 });
+      lines.push({ name: site(s), values, colour: PALETTE[k % PALETTE.length], width: 1.6 });
     });
-    const t0 = n ? t[0] : 0, t1 = n > 1 ? t[n - 1] : t0 + 1;
+    const t0 = Math.min(0, ...t), t1 = n && t[n - 1] > t0 ? t[n - 1] : t0 + 1;  // from the attach
     const top = Math.max(1, ...S.bytes, ...S.stacks.flatMap(([, v]) => v.filter((x) => x !== null)));
     // Steps round in the unit the ticks are written in (1 KiB, 2 KiB, 5 KiB, not 19.5 KiB).
     const unit = Math.pow(1024, Math.max(0, Math.floor(Math.log(top) / Math.log(1024))));
@@ -318,7 +326,8 @@
     for (let v = 0; v <= yMax + step / 2; v += step) {
       chart.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
       const tick = svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" });
-      tick.textContent = fmtBytes(v);
+      const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+      tick.textContent = (v ? parseFloat((v / unit).toFixed(2)) + " " + units[Math.round(Math.log(unit) / Math.log(1024))] : "0");
       chart.append(tick);
     }
     const tStep = niceStep(t1 - t0 || 1, 8);
@@ -361,7 +370,7 @@
       cross.setAttribute("x2", x(t[best]));
       cross.setAttribute("visibility", "visible");
       readout.textContent = "at " + t[best].toFixed(1) + " s: " +
-        lines.map((l) => l.name.split(" ")[0] + " " + fmtBytes(l.values[best])).join(" · ");
+        lines.map((l) => l.name + " " + fmtBytes(l.values[best])).join(" · ");
       readout.setAttribute("visibility", "visible");
     });
     $("plot").append(chart);
@@ -377,7 +386,7 @@
   const PAGE_ROWS = 200;
   let rowLimit = PAGE_ROWS, sortKey = "bytes";
   const sorters = {
-    site: (a, b) => frame(a.frames[0]).name.localeCompare(frame(b.frames[0]).name),
+    site: (a, b) => site(a).localeCompare(site(b)),
     bytes: (a, b) => b.bytes - a.bytes,
     allocs: (a, b) => b.allocs - a.allocs,
     verdict: (a, b) => String(a.verdict).localeCompare(String(b.verdict)),
@@ -405,9 +414,10 @@
     for (const s of rows.slice(0, rowLimit)) {
       const f = frame(s.frames[0]);
       const verdict = s.verdict || "none";
+      const caller = s.frames.length > 1 ? " ← " + frame(s.frames[1]).name : "";
       const tr = el(
         "tr", { class: "row" + (stackHit(s) ? " hit" : "") },
-        el("td", { class: "text site" }, f.name + " ", el("small", {}, where(f))),
+        el("td", { class: "text site" }, f.name + " ", el("small", {}, where(f)), caller),
         el("td", {}, fmtBytes(s.bytes)),
         el("td", {}, fmtCount(s.allocs)),
         el("td", { class: "text" }, el("span", { class: "verdict " + verdict }, s.verdict || "new")),
@@ -453,13 +463,14 @@
     };
     const row = (key, value, bad) => table.append(el("tr", {}, el("th", {}, key), el("td", bad ? { class: "bad" } : {}, show(value))));
     const LOST = ["lost_allocs", "lost_stacks", "stack_errors", "lost_inflight", "missed_frees"];
+    for (const key of ["target", "time", "final", "traced_s", "intervals"]) if (key in meta) row(key, meta[key]);
     for (const [key, value] of Object.entries(run)) {
       if (key === "options" && value && typeof value === "object") {
-        for (const [k, v] of Object.entries(value)) row("option " + k, v);
+        row("options", Object.entries(value).map(([k, v]) => k + "=" + show(v)).join("  "));
       } else row(key, value);
     }
     for (const [key, value] of Object.entries(meta)) {
-      if (key === "run") continue;
+      if (key === "run" || ["target", "time", "final", "traced_s", "intervals"].includes(key)) continue;
       if (key === "unwind" && value && typeof value === "object") {
         for (const [k, v] of Object.entries(value)) row("unwind " + k, v);
       } else row(key, value, LOST.includes(key) && value > 0);
@@ -477,6 +488,11 @@
     renderTable();
     wireTable();
     renderMeta();
+    const linked = /^#search=(.*)$/.exec(location.hash);
+    if (linked) {
+      $("search").value = decodeURIComponent(linked[1]);
+      search();
+    }
     body.dataset.renderMs = Math.round(performance.now() - start);
     if (body.dataset.rendered !== "error") body.dataset.rendered = "ok";
   }

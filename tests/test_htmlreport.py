@@ -1,0 +1,387 @@
+"""The HTML report: data safety and size (no browser), then the page in headless Chromium,
+offline: it renders without console messages and shows the leak sites; last, real memleak
+on a leaking C program with --html. Screenshots land in the test's tmp directory."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import requires_bpf
+from memwatcher.htmlreport import LeakHistory, ReportInputError, history_from_jsonl, write_report
+
+MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+requires_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package chromium)")
+
+HOSTILE = "</script><script>document.title='pwned'</script><!--<img src=x onerror=alert(1)>"
+
+
+def _frame(symbol: str | None, file: str | None = None, line: int = 0, module: str = "/opt/app/server") -> dict:
+    return {
+        "address": 0x5555_0000_1000 + line,
+        "module": module,
+        "symbol": symbol,
+        "linkage_name": None,
+        "offset": 4,
+        "module_offset": 0x1000 + line,
+        "file": file,
+        "line": line or None,
+        "inlined": False,
+    }
+
+
+def _report(traced_s: float, leak_bytes: int, final: bool = False) -> dict[str, Any]:
+    """A memleak JSON object: a growing leak, a stable pool, a hostile symbol, an unsymbolized frame."""
+    main = _frame("main", "/src/server.c", 90)
+    stacks = [
+        (1, leak_bytes, leak_bytes // 100, "growing", 1000.0, traced_s, [_frame("parse_request", "/src/parse.c", 12)]),
+        (2, 51_200, 100, "stable", 0.0, 0.0, [_frame("pool_grow", "/src/pool.c", 30)]),
+        (3, 4_096, 1, "stable", 0.0, 0.0, [_frame(HOSTILE, "/src/<evil>.c", 7)]),
+        (2**63 + 5, 640, 10, None, None, None, [_frame(None, line=0x40)]),
+    ]
+    return {
+        "time": "2026-12-03T07:00:00.000+00:00",
+        "target": "pid 4242",
+        "final": final,
+        "traced_s": traced_s,
+        "estimated": False,
+        "sample_rate": 1,
+        "total_outstanding_bytes": sum(s[1] for s in stacks),
+        "total_outstanding_allocs": sum(s[2] for s in stacks),
+        "lost_allocs": 0,
+        "lost_stacks": 0,
+        "stack_errors": 3,
+        "lost_inflight": 0,
+        "missed_frees": 0,
+        "unwind": None,
+        "stacks": [
+            {
+                "stack_id": sid,
+                "outstanding_bytes": b,
+                "outstanding_allocs": a,
+                "oldest_age_s": traced_s,
+                "verdict": v,
+                "growth_bytes_per_s": g,
+                "growing_for_s": gf,
+                "frames": [*frames, main],
+            }
+            for sid, b, a, v, g, gf, frames in stacks
+        ],
+        "allocations": [],
+        "run": {"command": ["/opt/app/server", "--port", "8080"], "pid": 4242, "kernel": "6.18.0", "options": {}},
+    }
+
+
+def _jsonl(path: Path, reads: int = 8) -> Path:
+    lines = [json.dumps(_report(i * 0.5, 10_000 * (i + 1), final=i == reads - 1)) for i in range(reads)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _embedded(html: str) -> dict:
+    found = re.search(r'<script type="application/json" id="memleak-data">(.*?)</script>', html, re.S)
+    assert found is not None
+    return json.loads(found.group(1))
+
+
+# ---------------------------------------------------------------- the file, no browser
+
+
+def test_data_cannot_break_out_and_nothing_is_fetched(tmp_path: Path) -> None:
+    page = tmp_path / "r.html"
+    write_report(history_from_jsonl(_jsonl(tmp_path / "in.jsonl").open()), page)
+    html = page.read_text()
+    assert html.count("</script") == 2  # the data's and the code's own
+    assert "<!--" not in html and "<img" not in html
+    data = _embedded(html)
+    assert HOSTILE in [f[0] for f in data["frames"]]  # intact once parsed
+    # Nothing to fetch: no src/href attributes outside the data, and a policy that forbids any connection.
+    assert not re.search(r"\s(src|href)=", html.replace(html[html.index('id="memleak-data"') :], ""))
+    assert "default-src 'none'" in html
+    assert data["stacks"][3][0] == str(2**63 + 5)  # stack ids beyond 2^53 stay exact (strings)
+    assert data["frames"][data["stacks"][3][7][0]][0] == "server+0x1040"  # module+offset when unsymbolized
+
+
+def test_series_keep_every_read_and_the_final_one(tmp_path: Path) -> None:
+    data = history_from_jsonl(_jsonl(tmp_path / "in.jsonl", reads=8).open()).page_data()
+    series = data["series"]
+    assert series["t_s"] == [i * 0.5 for i in range(8)]
+    assert series["bytes"][-1] == data["meta"]["total_outstanding_bytes"]
+    plotted = dict(series["stacks"])
+    assert plotted["1"] == [10_000 * (i + 1) for i in range(8)]
+    assert data["meta"]["intervals"] == 8 and data["meta"]["run"]["pid"] == 4242
+
+
+def test_a_long_run_is_thinned_not_unbounded() -> None:
+    history = LeakHistory()
+    for i in range(5000):
+        history.add(_report(float(i), 1000 * i, final=i == 4999))
+    t = history.page_data()["series"]["t_s"]
+    assert len(t) <= 2000 and t[0] == 0.0 and t[-1] == 4999.0
+    steps = {b - a for a, b in itertools.pairwise(t[:-1])}
+    assert len(steps) == 1  # evenly thinned (the final read is added to the end whatever its step)
+
+
+def _synthetic(stacks: int, depth: int, seed: int = 1) -> dict[str, Any]:
+    """``stacks`` stacks of ``depth`` frames drawn from 5000 call sites (C++-length names and paths)."""
+    rng = random.Random(seed)
+    sites = [
+        _frame(
+            f"service::module{i % 97}::Handler{i}::process_request_part",
+            f"/build/service/src/module{i % 97}/handler{i % 500}.cc",
+            10 + i % 900,
+            f"/usr/lib/x86_64-linux-gnu/libservice{i % 40}.so.1",
+        )
+        for i in range(5000)
+    ]
+    report = _report(60.0, 1, final=True)
+    report["stacks"] = [
+        {
+            "stack_id": rng.getrandbits(64),
+            "outstanding_bytes": rng.randrange(16, 1 << 20),
+            "outstanding_allocs": rng.randrange(1, 1000),
+            "oldest_age_s": rng.random() * 100,
+            "verdict": rng.choice(["growing", "stable", "freed", None]),
+            "growth_bytes_per_s": rng.random() * 1e4,
+            "growing_for_s": rng.random() * 60,
+            "frames": [rng.choice(sites) for _ in range(depth)],
+        }
+        for _ in range(stacks)
+    ]
+    report["total_outstanding_bytes"] = sum(s["outstanding_bytes"] for s in report["stacks"])
+    return report
+
+
+@pytest.fixture(scope="module")
+def big_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    history = LeakHistory()
+    report = _synthetic(10_000, 20)
+    for i in range(60):
+        history.add({**report, "traced_s": float(i), "final": i == 59})
+    page = tmp_path_factory.mktemp("big") / "big.html"
+    write_report(history, page)
+    return page
+
+
+def test_ten_thousand_stacks_fit_in_5_mb(big_page: Path) -> None:
+    size_bytes = big_page.stat().st_size
+    print(f"10,000 stacks x 20 frames, 60 reads: {size_bytes} bytes")
+    assert size_bytes <= 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("content", "output", "problem"),
+    [
+        (None, "r.html", "cannot read"),
+        ("not json\n", "r.html", "line 1 is not JSON"),
+        ('{"stacks": 3}\n', "r.html", "line 1 is not a memleak JSON report"),
+        ("\n", "r.html", "holds no memleak report"),
+        (b"\x89PNG\xff\xfe", "r.html", "is not text"),
+        ("{}", "missing/r.html", "does not exist"),
+    ],
+)
+def test_report_bad_input_is_one_clear_line(
+    tmp_path: Path, content: str | bytes | None, output: str, problem: str
+) -> None:
+    source = tmp_path / "in.jsonl"
+    if isinstance(content, bytes):
+        source.write_bytes(content)
+    elif content is not None:
+        source.write_text(content)
+    proc = subprocess.run(
+        [*MEMWATCHER, "report", str(source), "-o", str(tmp_path / output)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0 and problem in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / output).exists()
+
+
+def test_history_rejects_what_is_not_memleak_json() -> None:
+    with pytest.raises(ReportInputError):
+        LeakHistory().add({"procstat": []})
+
+
+# ---------------------------------------------------------------- in Chromium
+
+
+def render(page: Path, workdir: Path, screenshot: Path | None = None, hash_part: str = "") -> str:
+    """The page's DOM after its scripts ran in headless Chromium, offline (and a screenshot).
+
+    Fails on any console message: the page writes none when all is well.
+    """
+    assert CHROMIUM is not None
+    profile = workdir / f"chromium-profile-{len(list(workdir.glob('chromium-profile-*')))}"
+    flags = [
+        "--headless",
+        "--no-sandbox",  # root
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--proxy-server=127.0.0.1:9",  # any fetch fails
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1280,900",
+    ]
+    url = page.as_uri() + hash_part
+    proc = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    assert console == [], console
+    if screenshot is not None:
+        shot = subprocess.run(
+            [CHROMIUM, *flags, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=120
+        )
+        assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr
+    return proc.stdout
+
+
+def _body(dom: str) -> str:
+    found = re.search(r"<body[^>]*>", dom)
+    assert found is not None
+    return found.group(0)
+
+
+@requires_chromium
+def test_report_renders_offline_with_leak_sites_and_metadata(tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    proc = subprocess.run(
+        [*MEMWATCHER, "report", str(_jsonl(tmp_path / "in.jsonl")), "-o", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    dom = render(page, tmp_path, tmp_path / "report.png")
+    assert 'data-rendered="ok"' in _body(dom), _body(dom)
+    flame = dom[dom.index('id="flame"') : dom.index('id="hover"')]
+    for name in ("parse_request", "pool_grow", "main", "parse.c:12"):
+        assert name in flame, name
+    table = dom[dom.index('id="stacks"') : dom.index('id="meta"')]
+    assert "parse_request" in table and ">growing<" in table and "server+0x1040" in table
+    # The hostile symbol is text on the page, not markup.
+    assert "&lt;/script&gt;&lt;script&gt;" in dom and "pwned" not in dom.split("<title>")[1].split("</title>")[0]
+    assert "--port 8080" in dom and "6.18.0" in dom  # run metadata
+    assert dom.count("<path") >= 2  # total and stack lines over time
+
+
+@requires_chromium
+def test_search_from_the_url_highlights_and_filters(tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    write_report(history_from_jsonl(_jsonl(tmp_path / "in.jsonl").open()), page)
+    dom = render(page, tmp_path, hash_part="#search=pool_")
+    assert 'data-rendered="ok"' in _body(dom)
+    hits = re.findall(r'class="f[^"]* hit"[^>]*>([^<]*)', dom)
+    assert hits and all(h.startswith("pool_grow") for h in hits), hits
+    table = dom[dom.index('id="stacks"') : dom.index('id="meta"')]
+    assert "pool_grow" in table and "parse_request" not in table  # the table shows matching stacks only
+    assert "matched 50.0 KiB" in dom
+
+
+@requires_chromium
+def test_ten_thousand_stacks_render(big_page: Path, tmp_path: Path) -> None:
+    dom = render(big_page, tmp_path, tmp_path / "big.png")
+    body = _body(dom)
+    assert 'data-rendered="ok"' in body, body
+    took = re.search(r'data-render-ms="(\d+)"', body)
+    print(f"10,000 stacks rendered in {took.group(1) if took else '?'} ms")
+
+
+# ---------------------------------------------------------------- memleak --html, real BPF
+
+# Leaks from parse_request at a steady pace through two callers, keeps a pool from
+# pool_grow, holds scratch_buffer's blocks for 1 s; runs argv[1] seconds and exits.
+LEAKING_C = r"""
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+static void *volatile sink;
+__attribute__((noinline)) void *parse_request(size_t n) { return malloc(n); }
+__attribute__((noinline)) void *pool_grow(void) { return malloc(512); }
+__attribute__((noinline)) void *scratch_buffer(void) { return malloc(4096); }
+__attribute__((noinline)) void handle_client(int i) { sink = parse_request(200 + i % 3 * 100); }
+__attribute__((noinline)) void handle_admin(void) { sink = parse_request(1000); }
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+int main(int argc, char **argv)
+{
+	double run_s = argc > 1 ? atof(argv[1]) : 3, start = now();
+	void *pool[200], *scratch[50];
+	int pool_n = 0, held = 1;
+	for (int i = 0; i < 50; i++) scratch[i] = scratch_buffer();
+	for (int i = 0; now() - start < run_s; i++) {
+		handle_client(i);
+		if (i % 10 == 0) handle_admin();
+		void *p = pool_grow();
+		if (pool_n < 200) pool[pool_n++] = p;
+		else { int k = rand() % pool_n; free(pool[k]); pool[k] = p; }
+		if (held && now() - start > 1.0) {
+			for (int k = 0; k < 50; k++) free(scratch[k]);
+			held = 0;
+		}
+		usleep(2000);
+	}
+	return 0;
+}
+"""
+
+
+@requires_bpf
+def test_memleak_html_refuses_an_unwritable_file_before_tracing(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", "true", "--html", str(tmp_path / "missing" / "r.html")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "tracing" not in proc.stderr
+
+
+@requires_bpf
+@requires_chromium
+def test_memleak_html_end_to_end(tmp_path: Path) -> None:
+    src, exe = tmp_path / "leaking.c", tmp_path / "leaking"
+    src.write_text(LEAKING_C)
+    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-o", str(exe), str(src)], check=True)
+    page = tmp_path / "leaks.html"
+    proc = subprocess.run(
+        [*MEMWATCHER, "memleak", "--command", f"{exe} 3", "-i", "0.25", "-f", "json", "-n", "2", "--html", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    reads = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert all(len(r["stacks"]) <= 2 for r in reads)  # --top limits what is printed, not the page
+    assert reads[-1]["run"]["command"] == [str(exe), "3"] and reads[-1]["run"]["kernel"] == os.uname().release
+    assert f"HTML report written to {page}" in proc.stderr
+    data = _embedded(page.read_text())
+    names = {data["frames"][s[7][0]][0] for s in data["stacks"] if s[7]}
+    assert {"parse_request", "pool_grow", "scratch_buffer"} <= names, names
+    assert len(data["series"]["t_s"]) >= 8
+    dom = render(page, tmp_path, tmp_path / "leaks.png")
+    assert 'data-rendered="ok"' in _body(dom), _body(dom)
+    flame = dom[dom.index('id="flame"') : dom.index('id="hover"')]
+    for name in ("parse_request", "handle_client", "handle_admin", "pool_grow", "main"):
+        assert name in flame, name
+    table = dom[dom.index('id="stacks"') : dom.index('id="meta"')]
+    assert "scratch_buffer" in table and ">freed<" in table and ">growing<" in table
