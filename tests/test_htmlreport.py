@@ -79,7 +79,7 @@ def _report(traced_s: float, leak_bytes: int, final: bool = False) -> dict[str, 
             for sid, b, a, v, g, gf, frames in stacks
         ],
         "allocations": [],
-        "run": {"command": ["/opt/app/server", "--port", "8080"], "pid": 4242, "kernel": "6.18.0", "options": {}},
+        "run": {"command": "/opt/app/server --port 8080", "pid": 4242, "kernel": "6.18.0", "options": {"top": 10}},
     }
 
 
@@ -186,6 +186,11 @@ def test_ten_thousand_stacks_fit_in_5_mb(big_page: Path) -> None:
         (None, "r.html", "cannot read"),
         ("not json\n", "r.html", "line 1 is not JSON"),
         ('{"stacks": 3}\n', "r.html", "line 1 is not a memleak JSON report"),
+        (
+            '{"stacks": [{"outstanding_bytes": "9"}], "total_outstanding_bytes": 9, "total_outstanding_allocs": 1}\n',
+            "r.html",
+            "line 1 is not a memleak JSON report",
+        ),
         ("\n", "r.html", "holds no memleak report"),
         (b"\x89PNG\xff\xfe", "r.html", "is not text"),
         ("{}", "missing/r.html", "does not exist"),
@@ -372,7 +377,7 @@ def test_memleak_html_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     reads = [json.loads(line) for line in proc.stdout.splitlines()]
     assert all(len(r["stacks"]) <= 2 for r in reads)  # --top limits what is printed, not the page
-    assert reads[-1]["run"]["command"] == [str(exe), "3"] and reads[-1]["run"]["kernel"] == os.uname().release
+    assert reads[-1]["run"]["command"] == f"{exe} 3" and reads[-1]["run"]["kernel"] == os.uname().release
     assert f"HTML report written to {page}" in proc.stderr
     data = _embedded(page.read_text())
     names = {data["frames"][s[7][0]][0] for s in data["stacks"] if s[7]}

@@ -46,6 +46,13 @@ def _is_report(obj: Any) -> bool:
         and isinstance(obj.get("stacks"), list)
         and isinstance(obj.get("total_outstanding_bytes"), int)
         and isinstance(obj.get("total_outstanding_allocs"), int)
+        and all(
+            isinstance(s, dict)
+            and isinstance(s.get("outstanding_bytes"), int)
+            and isinstance(s.get("outstanding_allocs"), int)
+            and isinstance(s.get("frames", []), list)
+            for s in obj["stacks"]
+        )
     )
 
 
@@ -61,7 +68,8 @@ class LeakHistory:
         self.last: dict[str, Any] | None = None
         self.intervals = 0
         self._points: list[tuple[float, int, int, dict[str, int]]] = []
-        self._stride = 1
+        self._stride = 1  # one read in this many is kept
+        self._last_kept = False
         self._first_time: datetime | None = None
 
     def add(self, report: Mapping[str, Any]) -> None:
@@ -70,15 +78,17 @@ class LeakHistory:
             raise ReportInputError("not a memleak JSON report (no stacks and outstanding totals)")
         self.last = dict(report)
         self.intervals += 1
-        if (self.intervals - 1) % self._stride == 0:
+        self._last_kept = (self.intervals - 1) % self._stride == 0
+        if self._last_kept:
             self._points.append(self._point(report))
             if len(self._points) >= 2 * MAX_POINTS:
-                self._points = self._points[::2]
+                self._points = self._points[::2]  # the latest goes too: page_data adds the last report back
                 self._stride *= 2
+                self._last_kept = False
 
     def _point(self, report: Mapping[str, Any]) -> tuple[float, int, int, dict[str, int]]:
-        stacks = sorted(report["stacks"], key=lambda s: -int(s.get("outstanding_bytes") or 0))[:SERIES_STACKS]
-        levels = {str(s.get("stack_id")): int(s.get("outstanding_bytes") or 0) for s in stacks}
+        stacks = sorted(report["stacks"], key=lambda s: -s["outstanding_bytes"])[:SERIES_STACKS]
+        levels = {str(s.get("stack_id")): s["outstanding_bytes"] for s in stacks}
         return self._seconds(report), report["total_outstanding_bytes"], report["total_outstanding_allocs"], levels
 
     def _seconds(self, report: Mapping[str, Any]) -> float:
@@ -98,9 +108,7 @@ class LeakHistory:
         if self.last is None:
             raise ReportInputError("no memleak report in the input")
         last = self.last
-        points = list(self._points)
-        if points[-1][0] != self._seconds(last) or self._stride > 1:
-            points.append(self._point(last))  # the final report is always the last point
+        points = self._points if self._last_kept else [*self._points, self._point(last)]
         paths: dict[str, int] = {}
         frames: dict[tuple[Any, ...], int] = {}
 
@@ -122,8 +130,8 @@ class LeakHistory:
             stacks.append(
                 [
                     str(s.get("stack_id")),
-                    int(s.get("outstanding_bytes") or 0),
-                    int(s.get("outstanding_allocs") or 0),
+                    s["outstanding_bytes"],
+                    s["outstanding_allocs"],
                     s.get("oldest_age_s"),
                     s.get("verdict"),
                     s.get("growth_bytes_per_s"),

@@ -61,7 +61,7 @@ from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
-from ..processes import read_status
+from ..processes import identity, read_status
 from ..procmaps import LIBC_PATH, ProcessMaps
 from ..progress import slow_step
 from ..records import load_header
@@ -1182,18 +1182,21 @@ def report_json(report: LeakReport, run: dict[str, Any] | None = None) -> dict[s
     return out
 
 
-def run_metadata(command: Sequence[str] | None, pid: int | None, options: dict[str, Any]) -> dict[str, Any]:
+def run_metadata(command: str | None, pid: int | None, options: dict[str, Any]) -> dict[str, Any]:
     """The run's description for the JSON and HTML reports: what was traced, where, how.
 
-    ``command``: the traced program's argv (``--command``, or a ``--pid``'s
-    command line); ``options``: the command-line options, by name with units.
+    ``command``: the command line memwatcher ran (``--command``), else the
+    traced process's own; ``options``: the command-line options, by name with units.
     """
     from .. import __version__
 
     uname = os.uname()
+    target = identity(pid) if pid is not None else None
     return {
-        "command": list(command) if command else None,
+        "command": command or (target.cmdline if target else None),
         "pid": pid,
+        "user": target.user if target else None,
+        "cgroup": target.cgroup if target else None,
         "kernel": uname.release,
         "machine": uname.machine,
         "hostname": uname.nodename,
@@ -1202,14 +1205,6 @@ def run_metadata(command: Sequence[str] | None, pid: int | None, options: dict[s
         "invocation": shlex.join(["memwatcher", *sys.argv[1:]]),
         "options": options,
     }
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] or None
 
 
 def format_folded(report: LeakReport) -> str:
@@ -1594,15 +1589,6 @@ def register(app: typer.Typer) -> None:
                 history = LeakHistory()
             # Exports (flame graphs, pprof, the HTML report) carry every stack; --top limits what is printed.
             shown = top if periodic else None
-            run: dict[str, Any] = {}
-
-            def emit(report: LeakReport) -> None:
-                if history is not None:
-                    history.add(report_json(report, run))
-                    if shown is not None:
-                        report = dataclasses.replace(report, stacks=report.stacks[:shown])
-                _emit(report, fmt, out, file, run)
-
             stop = stack.enter_context(stop_on_signals())
             gone = threading.Event()
             proc: CommandProcess | None = None
@@ -1657,8 +1643,15 @@ def register(app: typer.Typer) -> None:
                 "obj": obj,
                 "symbol_prefix": symbol_prefix,
             }
-            run.update(run_metadata(argv or (_cmdline(pid) if pid is not None else None), traced_pid, settings))
+            run = run_metadata(shlex.join(argv) if argv else None, traced_pid, settings)
             print(f"memwatcher: tracing {tracer.target}; Ctrl-C to stop", file=sys.stderr)
+
+            def emit(report: LeakReport) -> None:
+                if history is not None:
+                    history.add(report_json(report, run))
+                    if shown is not None:
+                        report = dataclasses.replace(report, stacks=report.stacks[:shown])
+                _emit(report, fmt, out, file, run)
 
             def read() -> LeakReport:
                 return tracer.read(
