@@ -4,14 +4,17 @@ on a leaking C program with --html. Screenshots land in the test's tmp directory
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
 import random
 import re
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +307,149 @@ def test_ten_thousand_stacks_render(big_page: Path, tmp_path: Path) -> None:
     assert 'data-rendered="ok"' in body, body
     took = re.search(r'data-render-ms="(\d+)"', body)
     print(f"10,000 stacks rendered in {took.group(1) if took else '?'} ms")
+
+
+class Browser:
+    """Headless Chromium driven over its DevTools pipe (fds 3 and 4, NUL-terminated JSON messages).
+
+    For what --dump-dom cannot show: the page after clicks. Console messages and
+    uncaught exceptions are collected in ``console``.
+    """
+
+    def __init__(self, page: Path, workdir: Path) -> None:
+        assert CHROMIUM is not None
+        to_chrome, self._write = os.pipe()
+        self._read, from_chrome = os.pipe()
+        # Chromium's ends above 9, so that moving them to 3 and 4 overwrites neither.
+        low = (to_chrome, from_chrome)
+        to_chrome, from_chrome = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in low)
+        for fd in low:
+            os.close(fd)
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={workdir / 'chromium-pipe-profile'}",
+            "--proxy-server=127.0.0.1:9",
+            "--window-size=1280,900",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
+        shell = f'exec "$0" "$@" 3<&{to_chrome} 4>&{from_chrome} {to_chrome}<&- {from_chrome}>&-'
+        self.proc = subprocess.Popen(
+            ["bash", "-c", shell, CHROMIUM, *flags],  # bash: dash takes single-digit fds only
+            pass_fds=(to_chrome, from_chrome),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        os.close(to_chrome)
+        os.close(from_chrome)
+        self._buffer = b""
+        self._next_id = 0
+        self.console: list[str] = []
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Runtime.enable", session=True)
+        self.call("Page.navigate", session=True, url=page.as_uri())
+        deadline = time.monotonic() + 60
+        while self.evaluate("document.body ? document.body.dataset.rendered : ''") not in ("ok", "error"):
+            assert time.monotonic() < deadline, "the page did not render in 60 s"
+            time.sleep(0.05)
+
+    def call(self, method: str, session: bool = False, **params: Any) -> dict:
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self._session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._receive()
+            if reply.get("method") == "Runtime.consoleAPICalled":
+                self.console.append(" ".join(str(a.get("value")) for a in reply["params"]["args"]))
+            elif reply.get("method") == "Runtime.exceptionThrown":
+                self.console.append(json.dumps(reply["params"]["exceptionDetails"]))
+            elif reply.get("id") == self._next_id:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def _receive(self) -> dict:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._read], [], [], 60)
+            assert ready, "no answer from Chromium in 60 s"
+            chunk = os.read(self._read, 1 << 16)
+            assert chunk, "Chromium closed its DevTools pipe"
+            self._buffer += chunk
+        message, _, self._buffer = self._buffer.partition(b"\0")
+        return json.loads(message)
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self._read)
+        os.close(self._write)
+
+
+# Clicks through the page: weights, zoom in and out, a stack's frames, sorting.
+INTERACT_JS = r"""
+(() => {
+  const frames = () => [...document.querySelectorAll("#flame .f")];
+  const node = (name) => frames().find((d) => d.textContent.startsWith(name) && !d.classList.contains("anc"));
+  const width = (d) => parseFloat(d.style.width);
+  const rows = () => [...document.querySelectorAll("#stacks tbody tr.row")].map((r) => r.cells[0].textContent);
+  const out = { full: width(frames()[0]), poolBytes: width(node("pool_grow")) };
+  document.querySelector("input[value=allocs]").click();
+  out.poolAllocs = width(node("pool_grow"));
+  node("parse_request").click();
+  out.zoomAncestors = frames().filter((d) => d.classList.contains("anc")).length;
+  out.zoomWidth = width(node("parse_request"));
+  out.zoomShows = frames().map((d) => d.textContent);
+  document.getElementById("reset").click();
+  out.resetAncestors = frames().filter((d) => d.classList.contains("anc")).length;
+  out.byBytes = rows();
+  document.querySelector("#stacks th[data-key=allocs]").click();
+  out.byAllocs = rows();
+  document.querySelector("#stacks tbody tr.row").click();
+  out.detail = document.querySelector("#stacks tr.detail").textContent;
+  return out;
+})()
+"""
+
+
+@requires_chromium
+def test_weights_zoom_and_table_respond_to_clicks(tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    write_report(history_from_jsonl(_jsonl(tmp_path / "in.jsonl").open()), page)
+    browser = Browser(page, tmp_path)
+    try:
+        assert browser.evaluate("document.body.dataset.rendered") == "ok"
+        seen = browser.evaluate(INTERACT_JS)
+    finally:
+        browser.close()
+    assert browser.console == []
+    # The last read: parse_request 80,000 B in 800, pool_grow 51,200 B in 100, of 135,936 B in 911.
+    assert seen["poolBytes"] == pytest.approx(seen["full"] * 51_200 / 135_936, abs=0.2)
+    assert seen["poolAllocs"] == pytest.approx(seen["full"] * 100 / 911, abs=0.2)
+    assert seen["zoomAncestors"] == 2 and seen["zoomWidth"] == pytest.approx(seen["full"], abs=0.2)
+    assert not any(name.startswith("pool_grow") for name in seen["zoomShows"])
+    assert seen["resetAncestors"] == 0
+    assert [r.split()[0] for r in seen["byBytes"]] == [
+        "parse_request",
+        "pool_grow",
+        "</script><script>document.title='pwned'</script><!--<img",
+        "server+0x1040",
+    ]
+    assert [r.split()[0] for r in seen["byAllocs"]][2] == "server+0x1040"
+    assert "parse.c:12" in seen["detail"] and "server.c:90" in seen["detail"] and "/opt/app/server" in seen["detail"]
 
 
 # ---------------------------------------------------------------- memleak --html, real BPF

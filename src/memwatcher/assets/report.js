@@ -264,11 +264,14 @@
       clearTimeout(timer);
       timer = setTimeout(search, 150);
     });
-    let resize = 0;
-    window.addEventListener("resize", () => {
+    // Redrawn when its width changes: a window resized, a scroll bar come or gone.
+    let drawnWidth = box.clientWidth, resize = 0;
+    new ResizeObserver(() => {
+      if (box.clientWidth === drawnWidth) return;
+      drawnWidth = box.clientWidth;
       clearTimeout(resize);
-      resize = setTimeout(renderFlame, 100);
-    });
+      resize = setTimeout(renderFlame, 50);
+    }).observe(box);
   }
 
   function search() {
@@ -482,12 +485,12 @@
   function main() {
     const start = performance.now();
     header();
-    renderFlame();
-    wireFlame();
     renderPlot();
     renderTable();
     wireTable();
     renderMeta();
+    renderFlame();  // last: the page's full height decides whether a scroll bar narrows it
+    wireFlame();
     const linked = /^#search=(.*)$/.exec(location.hash);
     if (linked) {
       $("search").value = decodeURIComponent(linked[1]);
