@@ -68,16 +68,33 @@
     const f = D.frames[i];
     return { name: f[0], file: f[1] >= 0 ? D.paths[f[1]] : "", line: f[2], module: f[3] >= 0 ? D.paths[f[3]] : "", inlined: !!f[4] };
   };
-  // A stack's name: its allocation site and, for sites reached through several paths, the caller.
-  const site = (s) => {
-    const f = frame(s.frames[0]);
-    return f.name + (s.frames.length > 1 ? " ← " + frame(s.frames[1]).name : "");
-  };
   const where = (f) => (f.file ? basename(f.file) + (f.line ? ":" + f.line : "") : f.module ? basename(f.module) : "");
   const stacks = D.stacks.map((s) => ({
     id: s[0], bytes: s[1], allocs: s[2], age: s[3], verdict: s[4], growth: s[5], growing: s[6],
     frames: s[7].length ? s[7] : [UNKNOWN],
   }));
+  // A stack's name: its allocation site and, where other stacks share the site, the innermost
+  // frame in which it differs from all of them (the caller that tells them apart). Found by
+  // counting the stacks through each node of a trie of frames, innermost first. (Stacks can
+  // have the same frames all through: frames without lines merge whatever their offsets.)
+  (function nameCallers() {
+    const trie = { kids: new Map(), count: 0 };
+    for (const s of stacks) {
+      let node = trie;
+      for (const fi of s.frames) {
+        if (!node.kids.has(fi)) node.kids.set(fi, { kids: new Map(), count: 0 });
+        node = node.kids.get(fi);
+        node.count++;
+      }
+    }
+    for (const s of stacks) {
+      let node = trie.kids.get(s.frames[0]), depth = 0;
+      while (node.count > 1 && depth + 1 < s.frames.length) node = node.kids.get(s.frames[++depth]);
+      if (node.count > 1) depth = Math.min(1, s.frames.length - 1);  // the same frames all through: the caller
+      s.caller = depth > 0 ? frame(s.frames[depth]).name : "";
+    }
+  })();
+  const site = (s) => frame(s.frames[0]).name + (s.caller ? " ← " + s.caller : "");
   const searchText = new Map();  // frame index -> what a search matches: name, file:line, module
   function textOf(i) {
     let t = searchText.get(i);
@@ -417,10 +434,9 @@
     for (const s of rows.slice(0, rowLimit)) {
       const f = frame(s.frames[0]);
       const verdict = s.verdict || "none";
-      const caller = s.frames.length > 1 ? " ← " + frame(s.frames[1]).name : "";
       const tr = el(
         "tr", { class: "row" + (stackHit(s) ? " hit" : "") },
-        el("td", { class: "text site" }, f.name + " ", el("small", {}, where(f)), caller),
+        el("td", { class: "text site" }, f.name + " ", el("small", {}, where(f)), s.caller ? " ← " + s.caller : ""),
         el("td", {}, fmtBytes(s.bytes)),
         el("td", {}, fmtCount(s.allocs)),
         el("td", { class: "text" }, el("span", { class: "verdict " + verdict }, s.verdict || "new")),
