@@ -45,7 +45,8 @@ def _frame(symbol: str | None, file: str | None = None, line: int = 0, module: s
 
 
 def _report(traced_s: float, leak_bytes: int, final: bool = False) -> dict[str, Any]:
-    """A memleak JSON object: a growing leak, a stable pool, a hostile symbol, an unsymbolized frame."""
+    """A memleak JSON object: a growing leak, a stable pool, a hostile symbol, an unsymbolized frame,
+    and 100,000 bytes in 50 allocations from stacks beyond the listed ones (as with --top)."""
     main = _frame("main", "/src/server.c", 90)
     stacks = [
         (1, leak_bytes, leak_bytes // 100, "growing", 1000.0, traced_s, [_frame("parse_request", "/src/parse.c", 12)]),
@@ -60,8 +61,8 @@ def _report(traced_s: float, leak_bytes: int, final: bool = False) -> dict[str, 
         "traced_s": traced_s,
         "estimated": False,
         "sample_rate": 1,
-        "total_outstanding_bytes": sum(s[1] for s in stacks),
-        "total_outstanding_allocs": sum(s[2] for s in stacks),
+        "total_outstanding_bytes": sum(s[1] for s in stacks) + 100_000,
+        "total_outstanding_allocs": sum(s[2] for s in stacks) + 50,
         "lost_allocs": 0,
         "lost_stacks": 0,
         "stack_errors": 3,
@@ -279,6 +280,7 @@ def test_report_renders_offline_with_leak_sites_and_metadata(tmp_path: Path) -> 
     flame = dom[dom.index('id="flame"') : dom.index('id="hover"')]
     for name in ("parse_request", "pool_grow", "main", "parse.c:12"):
         assert name in flame, name
+    assert "the stacks listed: 132.8 KiB of 230.4 KiB outstanding" in flame
     table = dom[dom.index('id="stacks"') : dom.index('id="meta"')]
     assert "parse_request" in table and ">growing<" in table and "server+0x1040" in table
     # The hostile symbol is text on the page, not markup.

@@ -180,7 +180,12 @@
   }
 
   function label(node) {
-    if (node.frame === null) return ["all stacks", ""];
+    if (node.frame === null) {
+      const outstanding = meta.total_outstanding_bytes || 0;
+      if (root.bytes >= outstanding) return ["all stacks", ""];
+      // JSON lines saved with --top hold only the largest stacks of each read.
+      return ["the stacks listed: " + fmtBytes(root.bytes) + " of " + fmtBytes(outstanding) + " outstanding", ""];
+    }
     if (node.frame === REST) return [node.count + " narrower callees", ""];
     const f = frame(node.frame);
     return [f.name + (f.inlined ? " (inlined)" : ""), where(f)];
@@ -298,8 +303,11 @@
     } catch (e) {  // not a regex: the literal text
       pattern = new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "i");
     }
-    // In the address too (#search=...): a link or a reload shows the same matches.
-    history.replaceState(null, "", text ? "#search=" + encodeURIComponent(text) : location.pathname);
+    try {  // in the address too (#search=...): a link or a reload shows the same matches
+      history.replaceState(null, "", text ? "#search=" + encodeURIComponent(text) : location.pathname);
+    } catch (e) {
+      // a page the browser will not let rewrite its address (sandboxed): the search still works
+    }
     renderFlame();
     renderMatch();
     renderTable();
@@ -336,8 +344,8 @@
       const s = stacks.find((x) => x.id === id);
       lines.push({ name: site(s), values, colour: PALETTE[k % PALETTE.length], width: 1.6 });
     });
-    const t0 = Math.min(0, ...t), t1 = n && t[n - 1] > t0 ? t[n - 1] : t0 + 1;  // from the attach
-    const top = Math.max(1, ...S.bytes, ...S.stacks.flatMap(([, v]) => v.filter((x) => x !== null)));
+    const t0 = t.reduce((a, b) => Math.min(a, b), 0), t1 = n && t[n - 1] > t0 ? t[n - 1] : t0 + 1;  // from the attach
+    const top = [S.bytes, ...S.stacks.map(([, v]) => v)].flat().reduce((a, b) => (b === null ? a : Math.max(a, b)), 1);
     // Steps round in the unit the ticks are written in (1 KiB, 2 KiB, 5 KiB, not 19.5 KiB).
     const unit = Math.pow(1024, Math.max(0, Math.floor(Math.log(top) / Math.log(1024))));
     const step = niceStep(top / unit, 4) * unit, yMax = Math.ceil((top * 1.04) / step) * step;
@@ -509,7 +517,11 @@
     wireFlame();
     const linked = /^#search=(.*)$/.exec(location.hash);
     if (linked) {
-      $("search").value = decodeURIComponent(linked[1]);
+      try {
+        $("search").value = decodeURIComponent(linked[1]);
+      } catch (e) {  // a malformed %-escape: the text as written
+        $("search").value = linked[1];
+      }
       search();
     }
     body.dataset.renderMs = Math.round(performance.now() - start);
