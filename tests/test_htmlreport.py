@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import requires_bpf
-from memwatcher.htmlreport import LeakHistory, ReportInputError, history_from_jsonl, write_report
+from memwatcher.htmlreport import LeakHistory, ReportError, history_from_jsonl, write_report
 
 MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -217,7 +217,7 @@ def test_report_bad_input_is_one_clear_line(
 
 
 def test_history_rejects_what_is_not_memleak_json() -> None:
-    with pytest.raises(ReportInputError):
+    with pytest.raises(ReportError):
         LeakHistory().add({"procstat": []})
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from .errors import MemwatcherError
 from .output import write_atomically
 
-__all__ = ["LeakHistory", "ReportInputError", "history_from_jsonl", "write_report"]
+__all__ = ["LeakHistory", "ReportError", "history_from_jsonl", "write_report"]
 
 # Stacks listed per interval in the over-time series, and stacks drawn in the plot.
 SERIES_STACKS = 50
@@ -36,8 +36,8 @@ PLOTTED_STACKS = 6
 MAX_POINTS = 1000
 
 
-class ReportInputError(MemwatcherError):
-    """The input is not memleak's JSON output (or cannot be read)."""
+class ReportError(MemwatcherError):
+    """No page can be made: the input is not memleak's JSON output, or the page cannot be written."""
 
 
 def _is_report(obj: Any) -> bool:
@@ -75,7 +75,7 @@ class LeakHistory:
     def add(self, report: Mapping[str, Any]) -> None:
         """Take one interval's report (``memwatcher.tools.memleak.report_json``'s shape)."""
         if not _is_report(report):
-            raise ReportInputError("not a memleak JSON report (no stacks and outstanding totals)")
+            raise ReportError("not a memleak JSON report (no stacks and outstanding totals)")
         self.last = dict(report)
         self.intervals += 1
         self._last_kept = (self.intervals - 1) % self._stride == 0
@@ -106,7 +106,7 @@ class LeakHistory:
     def page_data(self) -> dict[str, Any]:
         """What the page's script draws: frames and stacks in compact arrays, series, metadata."""
         if self.last is None:
-            raise ReportInputError("no memleak report in the input")
+            raise ReportError("no memleak report in the input")
         last = self.last
         points = self._points if self._last_kept else [*self._points, self._point(last)]
         paths: dict[str, int] = {}
@@ -202,18 +202,21 @@ def history_from_jsonl(lines: Iterable[str], source: str = "input") -> LeakHisto
         try:
             obj = json.loads(line)
         except ValueError as e:
-            raise ReportInputError(f"{source} line {number} is not JSON ({e})") from None
+            raise ReportError(f"{source} line {number} is not JSON ({e})") from None
         try:
             history.add(obj)
-        except ReportInputError as e:
-            raise ReportInputError(f"{source} line {number} is {e}") from None
+        except ReportError as e:
+            raise ReportError(f"{source} line {number} is {e}") from None
     if history.last is None:
-        raise ReportInputError(f"{source} holds no memleak report (make one with memwatcher memleak --output json)")
+        raise ReportError(f"{source} holds no memleak report (make one with memwatcher memleak --output json)")
     return history
 
 
 def write_report(history: LeakHistory, path: Path) -> int:
     """Write the page to ``path`` (replaced in one step); returns its size in bytes."""
     data = history.to_html().encode("utf-8")
-    write_atomically(path, data)
+    try:
+        write_atomically(path, data)
+    except OSError as e:  # checked before the trace, but a disk fills up and directories go
+        raise ReportError(f"cannot write {path}: {e.strerror}") from None
     return len(data)

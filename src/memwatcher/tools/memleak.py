@@ -1584,7 +1584,7 @@ def register(app: typer.Typer) -> None:
             out: TextIO = stack.enter_context(open(file, "w")) if file is not None and periodic else sys.stdout
             history = None
             if html is not None:
-                from ..htmlreport import LeakHistory
+                from ..htmlreport import LeakHistory, write_report
 
                 history = LeakHistory()
             # Exports (flame graphs, pprof, the HTML report) carry every stack; --top limits what is printed.
@@ -1663,8 +1663,6 @@ def register(app: typer.Typer) -> None:
 
             _run(tracer, sched, stop, gone, read, emit)
             if history is not None:
-                from ..htmlreport import write_report
-
                 size_bytes = write_report(history, html)
                 print(f"memwatcher: HTML report written to {html} ({human_bytes(size_bytes)})", file=sys.stderr)
             if proc is not None:
