@@ -18,7 +18,7 @@ apt_packages=(
   elfutils              # eu-addr2line: symbolization agreement test
   prometheus            # a real server scrapes the exporter in its test
   golang-go             # go tool pprof: a real reader of memleak's pprof output
-  chromium              # headless browser: the HTML report's render test
+  chromium fonts-liberation  # headless browser for the HTML report's tests (the fonts are only recommended)
 )
 missing=()
 for p in "${apt_packages[@]}"; do
