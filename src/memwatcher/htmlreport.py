@@ -166,7 +166,10 @@ class LeakHistory:
         """The whole page, scripts and styles inline."""
         assets = resources.files(__package__) / "assets"
         page = Template((assets / "report.html").read_text(encoding="utf-8"))
-        data = json.dumps(self.page_data(), separators=(",", ":"), allow_nan=False)
+        try:
+            data = json.dumps(self.page_data(), separators=(",", ":"), allow_nan=False)
+        except ValueError:  # JSON.parse in the page would refuse the file
+            raise ReportError("the report holds NaN or an infinity, which JSON cannot carry") from None
         # Inside <script>, "</script" or "<!--" in a string would end or change the element.
         data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         target = str(self.last.get("target", "")) if self.last else ""
@@ -193,6 +196,10 @@ def _frame_name(frame: Mapping[str, Any]) -> str:
     return f"0x{int(frame.get('address') or 0):x}"
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def history_from_jsonl(lines: Iterable[str], source: str = "input") -> LeakHistory:
     """A history from memleak's JSON lines (``source`` names the input in errors)."""
     history = LeakHistory()
@@ -200,7 +207,7 @@ def history_from_jsonl(lines: Iterable[str], source: str = "input") -> LeakHisto
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_refuse_constant)
         except ValueError as e:
             raise ReportError(f"{source} line {number} is not JSON ({e})") from None
         try:
