@@ -11,7 +11,16 @@ import pwd
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["ProcessIdentity", "SharedMemory", "cgroup_path", "identity", "kib_fields", "read_status", "shared_memory"]
+__all__ = [
+    "ProcessIdentity",
+    "SharedMemory",
+    "cgroup_path",
+    "identity",
+    "kib_fields",
+    "process_cgroup",
+    "read_status",
+    "shared_memory",
+]
 
 
 def _read_fields(path: str) -> dict[str, str] | None:
@@ -53,6 +62,15 @@ def cgroup_path(text: str) -> str | None:
         if controllers == "":
             unified = path
     return unified
+
+
+def process_cgroup(pid: int) -> str | None:
+    """The process's memory cgroup path (see :func:`cgroup_path`), or None if it is gone or in none."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return cgroup_path(f.read())
+    except OSError:
+        return None
 
 
 class ProcessIdentity(NamedTuple):

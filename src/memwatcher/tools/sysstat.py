@@ -30,6 +30,11 @@ kernels are >= 5.15):
   older than the supported floor). ``/proc/vmstat`` prints them divided by
   the huge page size; ``/proc/meminfo`` in kB, as here.
 * ``NR_KERNEL_STACK_KB`` counts KiB, a node item since 5.9.
+
+Beside the snapshot, each report row has the system's swap space and the rates
+of page faults, major faults and swap traffic since the previous row (group
+``swap`` and ``faults``): counters BPF cannot reach here, read from /proc
+(see :mod:`memwatcher.vmevents`). Like pressure, they are system-wide.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from ..output import Column, Writer, make_writer, timestamp
 from ..pressure import SYSTEM_MEMORY_PRESSURE, Pressure, read_pressure
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ..vmevents import VmEvents, read_swap_space, read_vm_events
 
 __all__ = [
     "COUNTERS",
@@ -146,8 +152,18 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("low_watermark_bytes", "WMARKLOW", "part2", ("WMARK_LOW",)),
     Counter("reserved_bytes", "RESERVED", "part2", ("TOTALRESERVE",)),
 )
-# "pressure": the system's memory pressure (PSI, memwatcher.pressure), not per node.
-GROUPS = ("part1", "part2", "pressure")
+# System-wide groups, not per node: "pressure" (PSI, memwatcher.pressure), "swap" (swap
+# space and traffic) and "faults" (fault rates), from memwatcher.vmevents.
+GROUPS = ("part1", "part2", "pressure", "swap", "faults")
+# (key, table header, unit, group) of the system-wide columns from /proc.
+_SYSTEM_COLUMNS = (
+    ("swap_total_bytes", "SWAPTOT", "bytes", "swap"),
+    ("swap_free_bytes", "SWAPFREE", "bytes", "swap"),
+    ("swap_in_bytes_per_s", "SWPIN/s", "bytes", "swap"),
+    ("swap_out_bytes_per_s", "SWPOUT/s", "bytes", "swap"),
+    ("page_faults_per_s", "FLT/s", "", "faults"),
+    ("major_faults_per_s", "MAJFLT/s", "", "faults"),
+)
 
 
 @dataclass(frozen=True)
@@ -434,15 +450,18 @@ class SysStat:
 
 
 def columns_for(groups: Sequence[str], per_node: bool, table: bool = False) -> list[Column]:
-    """Output columns for the chosen groups, in COUNTERS order (plus NODE), then pressure.
+    """Output columns for the chosen groups, in COUNTERS order (plus NODE), then pressure, swap, faults.
 
-    Pressure is system-wide: no columns per node; a table shows its 10 s averages only.
+    Those three are system-wide: no columns per node; a table shows pressure's 10 s averages only.
     """
     cols = [Column("node", "NODE")] if per_node else []
     cols += [Column(c.key, c.header, "bytes") for c in COUNTERS if c.group in groups]
-    if "pressure" in groups and not per_node:
+    if per_node:
+        return cols
+    if "pressure" in groups:
         keys = [k for k in _PRESSURE_KEYS if not table or k.endswith("avg10_pct")]
         cols += [Column(k, k.removeprefix("pressure_").removesuffix("_pct").upper().replace("_AVG", "")) for k in keys]
+    cols += [Column(key, header, unit) for key, header, unit, group in _SYSTEM_COLUMNS if group in groups]
     return cols
 
 
@@ -456,6 +475,7 @@ class _Reporter:
         self.per_node = per_node
         self._warned_missing = False
         self._warned_no_pressure = False
+        self._events: VmEvents = read_vm_events()  # the first row's rates cover the time since start
 
     def _pressure(self) -> dict[str, float | int | None]:
         pressure = read_pressure()
@@ -465,6 +485,16 @@ class _Reporter:
                 self._warned_no_pressure = True
             return dict.fromkeys(_PRESSURE_KEYS)
         return pressure.fields()
+
+    def _system(self) -> dict[str, float | int | None]:
+        """Swap space, and fault and swap rates since the previous row."""
+        events = read_vm_events()
+        row = events.rates(self._events, self.stat.page_bytes)
+        self._events = events
+        swap = read_swap_space()
+        row["swap_total_bytes"] = swap.total_bytes if swap else None
+        row["swap_free_bytes"] = swap.free_bytes if swap else None
+        return row
 
     def sample(self) -> None:
         rows = self.stat.read(per_node=self.per_node)
@@ -479,6 +509,7 @@ class _Reporter:
                 row["node"] = r.node
             else:
                 row.update(self._pressure())
+                row.update(self._system())
             out.append(row)
         st = self.stat.stats()
         self.writer.write(out, timestamp(), title=f"snapshots {st.snapshots} (forced {st.forced})")
@@ -510,6 +541,7 @@ def register(app: typer.Typer) -> None:
                 "-g",
                 help="Column group: part1 (LRU, dirty, mapped, available), part2 "
                 "(slab, huge pages, kernel; the original -n), pressure (PSI; with part1 the table default), "
+                "swap (space, bytes swapped in/out per s), faults (page and major faults per s), "
                 "all. Repeatable.",
             ),
         ] = None,
