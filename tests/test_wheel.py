@@ -22,7 +22,7 @@ TOP = Path(__file__).resolve().parents[1]
 
 # One short run of each report.
 SHORT_RUN = {
-    "memleak": ["--command", "sleep 0.5", "--output", "json"],
+    "memleak": ["--command", "sleep 0.5", "--output", "json", "--html", "leaks.html"],  # the page's assets too
     "oom": ["--duration", "0.5", "--output", "json"],  # prints a record per kill only: none here
 }
 DEFAULT_SHORT_RUN = ["--count", "1", "--interval", "0.3", "--output", "json"]
@@ -81,6 +81,7 @@ def test_wheel_runs_without_system_libbpf(wheel_venv: Path) -> None:
         proc = run_isolated(wheel_venv, name, *SHORT_RUN.get(name, DEFAULT_SHORT_RUN))
         assert proc.returncode == 0, (name, proc.stderr)
         assert proc.stdout.strip() or (name == "oom" and "watching for OOM kills" in proc.stderr), name
+    assert "memleak-data" in (wheel_venv / "leaks.html").read_text()
 
 
 def test_wheel_carries_the_license_and_the_man_page(wheel_venv: Path) -> None:

@@ -60,7 +60,7 @@ from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
-from ..processes import PidWatch, read_status
+from ..processes import PidWatch, identity, read_status
 from ..procmaps import LIBC_PATH, ProcessMaps
 from ..progress import slow_step
 from ..records import load_header
@@ -91,6 +91,7 @@ __all__ = [
     "plan",
     "register",
     "report_json",
+    "run_metadata",
 ]
 
 # Allocator function -> its attach cookie in bpf/memleak.h. Two programs serve them
@@ -1130,12 +1131,17 @@ def _frame_json(frame: Frame) -> dict[str, Any]:
     }
 
 
-def report_json(report: LeakReport) -> dict[str, Any]:
-    """The report as one JSON object (raw numbers, snake_case keys with units)."""
-    return {
+def report_json(report: LeakReport, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as one JSON object (raw numbers, snake_case keys with units).
+
+    ``run``: what the whole run was (command, kernel, options: :func:`run_metadata`),
+    carried under ``"run"`` so that each object describes itself.
+    """
+    out = {
         "time": report.time,
         "target": report.target,
         "final": report.final,
+        "traced_s": round(report.traced_s, 6),
         "estimated": report.estimated,
         "sample_rate": report.sample_rate,
         "total_outstanding_bytes": report.total_outstanding_bytes,
@@ -1163,6 +1169,34 @@ def report_json(report: LeakReport) -> dict[str, Any]:
             {"address": a.address, "size_bytes": a.size_bytes, "age_s": a.age_s, "stack_id": a.stack_id, "kind": a.kind}
             for a in report.allocations
         ],
+    }
+    if run is not None:
+        out["run"] = run
+    return out
+
+
+def run_metadata(command: str | None, pid: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The run's description for the JSON and HTML reports: what was traced, where, how.
+
+    ``command``: the command line memwatcher ran (``--command``), else the
+    traced process's own; ``options``: the command-line options, by name with units.
+    """
+    from .. import __version__
+
+    uname = os.uname()
+    target = identity(pid) if pid is not None else None
+    return {
+        "command": command or (target.cmdline if target else None),
+        "pid": pid,
+        "user": target.user if target else None,
+        "cgroup": target.cgroup if target else None,
+        "kernel": uname.release,
+        "machine": uname.machine,
+        "hostname": uname.nodename,
+        "memwatcher": __version__,
+        "started": timestamp(),
+        "invocation": shlex.join(["memwatcher", *sys.argv[1:]]),
+        "options": options,
     }
 
 
@@ -1220,7 +1254,7 @@ class SortKey(str, enum.Enum):
     growth = "growth"
 
 
-def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None) -> None:
+def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None, run: dict[str, Any]) -> None:
     """Text and JSON reports go to ``stream`` one after another; folded and pprof are one
     whole profile, which replaces ``file`` atomically each time (or goes to stdout once)."""
     if fmt in (LeakFormat.pprof, LeakFormat.folded):
@@ -1232,7 +1266,7 @@ def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None
             sys.stdout.buffer.flush()
         return
     if fmt == LeakFormat.json:
-        text = json.dumps(report_json(report)) + "\n"
+        text = json.dumps(report_json(report, run)) + "\n"
     else:
         text = format_text(report)
     stream.write(text)
@@ -1359,6 +1393,15 @@ def register(app: typer.Typer) -> None:
             LeakFormat, typer.Option("--output", "-o", "--format", "-f", help="text, json, folded or pprof.")
         ] = LeakFormat.text,
         file: Annotated[Path | None, typer.Option("--file", help="Write the output here instead of stdout.")] = None,
+        html: Annotated[
+            Path | None,
+            typer.Option(
+                "--html",
+                help="At the end, also write a self-contained HTML report here: flame graph, memory over time, "
+                "stacks with their trends (memwatcher report makes one from saved --output json).",
+                metavar="FILE",
+            ),
+        ] = None,
     ) -> None:
         """Call stacks holding memory never freed: a process (--pid, --command) or the kernel.
 
@@ -1405,11 +1448,16 @@ def register(app: typer.Typer) -> None:
         with ExitStack() as stack:
             if file is not None and (problem := check_writable(file)) is not None:
                 raise typer.BadParameter(problem, param_hint="--file")
+            if html is not None and (problem := check_writable(html)) is not None:
+                raise typer.BadParameter(problem, param_hint="--html")
             out: TextIO = stack.enter_context(open(file, "w")) if file is not None and periodic else sys.stdout
+            history = None
+            if html is not None:
+                from ..htmlreport import LeakHistory, write_report
 
-            def emit(report: LeakReport) -> None:
-                _emit(report, fmt, out, file)
-
+                history = LeakHistory()
+            # Exports (flame graphs, pprof, the HTML report) carry every stack; --top limits what is printed.
+            shown = top if periodic else None
             stop = stack.enter_context(stop_on_signals())
             gone = threading.Event()
             proc: CommandProcess | None = None
@@ -1450,15 +1498,42 @@ def register(app: typer.Typer) -> None:
                 threading.Thread(target=_watch_pid, args=(pid, gone, stop), daemon=True).start()
             for name in getattr(tracer, "skipped", []):
                 print(f"memwatcher: {name} not found in the allocator library; not traced", file=sys.stderr)
+            traced_pid = proc.pid if proc is not None else pid
+            settings = {
+                "kernel_mode": kernel_mode,
+                "interval_s": sched.interval_s,
+                "duration_s": sched.duration_s,
+                "count": sched.count,
+                "top": top,
+                "sort": sort.value,
+                "min_age_s": min_age,
+                **dataclasses.asdict(options),
+                "show_allocs": show_allocs,
+                "obj": obj,
+                "symbol_prefix": symbol_prefix,
+            }
+            run = run_metadata(shlex.join(argv) if argv else None, traced_pid, settings)
             print(f"memwatcher: tracing {tracer.target}; Ctrl-C to stop", file=sys.stderr)
 
-            # Exports (flame graphs, pprof) carry every stack; --top limits what is printed.
-            shown = top if periodic else None
+            def emit(report: LeakReport) -> None:
+                if history is not None:
+                    history.add(report_json(report, run))
+                    if shown is not None:
+                        report = dataclasses.replace(report, stacks=report.stacks[:shown])
+                _emit(report, fmt, out, file, run)
 
             def read() -> LeakReport:
-                return tracer.read(top=shown, min_age_s=min_age, sort=sort.value, show_allocs=show_allocs)
+                return tracer.read(
+                    top=None if history is not None else shown,
+                    min_age_s=min_age,
+                    sort=sort.value,
+                    show_allocs=show_allocs,
+                )
 
             _run(tracer, sched, stop, gone, read, emit)
+            if history is not None:
+                size_bytes = write_report(history, html)
+                print(f"memwatcher: HTML report written to {html} ({human_bytes(size_bytes)})", file=sys.stderr)
             if proc is not None:
                 proc.finish()
                 status = proc.exit_status if proc.exit_status is not None else 1
