@@ -36,6 +36,7 @@ from memwatcher.objects import header
 from memwatcher.pressure import Pressure, parse_pressure, read_pressure
 from memwatcher.tools import sysstat
 from memwatcher.tools.sysstat import COUNTERS, GROUPS, Counter, SysSample, SysStat
+from memwatcher.topology import node_ids
 from memwatcher.vmevents import SwapSpace, VmEvents, read_swap_space, read_vm_events
 
 MIB = 1 << 20
@@ -226,12 +227,6 @@ def test_a_counter_below_zero_reads_as_zero_as_in_the_kernel() -> None:
     assert got["active_bytes"] == 5 * 4096  # each item clamped, then summed: as meminfo's Active
 
 
-def test_parse_node_list() -> None:
-    assert sysstat.parse_node_list("0\n") == [0]
-    assert sysstat.parse_node_list("0-2,5") == [0, 1, 2, 5]
-    assert sysstat.parse_node_list("") == []
-
-
 def test_columns_and_groups() -> None:
     from memwatcher.output import OutputFormat
 
@@ -408,7 +403,7 @@ def test_cli_per_node_json_has_node() -> None:
     proc = _cli("-o", "json", "-i", "0.1", "--count", "1", "--per-node", "-g", "part1")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert sorted(r["node"] for r in rows) == sorted(sysstat._node_list("has_memory"))
+    assert sorted(r["node"] for r in rows) == sorted(node_ids("has_memory"))
     assert set(rows[0]) == {"time", "node"} | {c.key for c in COUNTERS if c.group == "part1"}
 
 

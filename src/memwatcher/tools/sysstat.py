@@ -56,6 +56,7 @@ from ..output import Column, Writer, make_writer, timestamp
 from ..pressure import SYSTEM_MEMORY_PRESSURE, Pressure, read_pressure
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ..topology import node_id_count, node_ids
 from ..vmevents import VmEvents, read_swap_space, read_vm_events
 
 __all__ = [
@@ -69,7 +70,6 @@ __all__ = [
     "SysStatOptions",
     "columns_for",
     "mem_available",
-    "parse_node_list",
     "plan",
     "register",
 ]
@@ -270,24 +270,6 @@ def mem_available(counters: dict[str, int | None]) -> int | None:
     return max(0, available)
 
 
-def parse_node_list(text: str) -> list[int]:
-    """Node ids of a kernel node list ("0", "0-3", "0,2-5"; empty: none)."""
-    ids: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        ids.extend(range(int(lo), int(hi or lo) + 1))
-    return ids
-
-
-def _node_list(name: str) -> list[int]:
-    try:
-        return parse_node_list(Path(f"/sys/devices/system/node/{name}").read_text())
-    except OSError:
-        return [0]  # a kernel without NUMA support has node 0 only
-
-
 # ---------------------------------------------------------------- plan
 
 
@@ -358,9 +340,8 @@ class SysStat:
             for name, value in layouts.constants.items()
             if name.startswith("SYSSTAT_") and not name.startswith(("SYSSTAT_TRIGGER_", "SYSSTAT_NR_"))
         }
-        possible = _node_list("possible")
-        self.nr_nodes = max(possible) + 1 if possible else 1
-        self.memory_nodes = _node_list("has_memory") if Path("/sys/devices/system/node").is_dir() else [0]
+        self.nr_nodes = node_id_count()
+        self.memory_nodes = node_ids("has_memory")
         self._obj = BPFObject.open(object_path("sysstat"))
         try:
             obj = self._obj
