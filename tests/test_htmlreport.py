@@ -539,3 +539,8 @@ def test_memleak_html_end_to_end(tmp_path: Path) -> None:
         assert name in flame, name
     table = dom[dom.index('id="stacks"') : dom.index('id="meta"')]
     assert "scratch_buffer" in table and ">freed<" in table and ">growing<" in table
+    # Allocated and freed since tracing began, per stack: the scratch buffers all freed, the requests none.
+    by_site = {data["frames"][s[7][0]][0]: s for s in data["stacks"] if s[7]}
+    assert by_site["scratch_buffer"][8:10] == [50 * 4096, 50 * 4096]
+    assert by_site["parse_request"][9] == 0 and by_site["parse_request"][8] > 0
+    assert ">100%<" in table and ">0%<" in table

@@ -137,6 +137,8 @@ class LeakHistory:
                     s.get("growth_bytes_per_s"),
                     s.get("growing_for_s"),
                     [frame_index(f) for f in s.get("frames") or [] if isinstance(f, dict)],
+                    s.get("allocated_bytes"),  # since tracing began (None in JSON from before they were kept)
+                    s.get("freed_bytes"),
                 ]
             )
         # Plotted: the stacks that held the most at any recorded time (a freed one too).

@@ -72,6 +72,8 @@
   const stacks = D.stacks.map((s) => ({
     id: s[0], bytes: s[1], allocs: s[2], age: s[3], verdict: s[4], growth: s[5], growing: s[6],
     frames: s[7].length ? s[7] : [UNKNOWN],
+    // Share of what the stack allocated since tracing began that it freed again (null: unknown).
+    freedShare: s[8] > 0 && s[9] !== null && s[9] !== undefined ? s[9] / s[8] : null, allocated: s[8],
   }));
   // A stack's name: its allocation site and, where other stacks share the site, the innermost
   // frame in which it differs from all of them (the caller that tells them apart). Found by
@@ -421,6 +423,7 @@
     growth: (a, b) => (b.growth || 0) - (a.growth || 0),
     growing: (a, b) => (b.growing || 0) - (a.growing || 0),
     age: (a, b) => (b.age || 0) - (a.age || 0),
+    freed: (a, b) => (a.freedShare ?? 2) - (b.freedShare ?? 2),
   };
 
   function framesRow(s) {
@@ -451,6 +454,8 @@
         el("td", {}, s.verdict === "growing" ? fmtBytes(s.growth) + "/s" : "–"),
         el("td", {}, s.verdict === "growing" ? fmtSecs(s.growing) : "–"),
         el("td", {}, fmtSecs(s.age)),
+        el("td", { title: s.allocated ? fmtBytes(s.allocated) + " allocated since tracing began" : "" },
+          s.freedShare === null ? "–" : Math.floor(s.freedShare * 1000) / 10 + "%"),
       );
       tr.addEventListener("click", () => {
         const next = tr.nextElementSibling;
