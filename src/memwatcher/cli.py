@@ -162,7 +162,8 @@ def doctor_command(
         )
         rows = [{"check": c.name, "status": "ok" if c.ok else "MISSING", "detail": c.detail} for c in diagnosis.checks]
         for plan in diagnosis.plans:
-            detail = "; ".join(plan.reasons() if not plan.runnable else [plan.variant, *plan.without()])
+            runs_with = [plan.variant, *(f"without {hook}" for hook in plan.without())]
+            detail = "; ".join(plan.reasons() if not plan.runnable else runs_with)
             rows.append({"check": f"report {plan.report}", "status": "ok" if plan.runnable else "NO", "detail": detail})
         writer.write(rows, title=f"kernel {diagnosis.kernel_release}, libbpf {diagnosis.libbpf_version}")
     if not diagnosis.all_runnable:
