@@ -496,12 +496,22 @@ sys.stdin.readline()
 
 
 def _sysstat_rows(*args: str) -> subprocess.Popen:
+    """sysstat printing JSON rows every 0.5 s until stopped."""
     return subprocess.Popen(
-        [sys.executable, "-m", "memwatcher.cli", "sysstat", "-o", "json", *args],
+        [sys.executable, "-m", "memwatcher.cli", "sysstat", "-o", "json", "-i", "0.5", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _rows_until_stopped(cli: subprocess.Popen) -> list[dict]:
+    """The rest of the rows: two more intervals (the first may end before the workload did), then SIGTERM."""
+    time.sleep(1.2)
+    cli.send_signal(signal.SIGTERM)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 0 and "Traceback" not in err, err
+    return [json.loads(line) for line in out.splitlines()]
 
 
 @requires_bpf
@@ -521,22 +531,20 @@ def test_fault_rates_count_a_workloads_faults(tmp_path: Path) -> None:
     )
     assert child.stdin is not None and child.stdout is not None
     before = read_vm_events()
-    cli = _sysstat_rows("-g", "faults", "-i", "0.5", "--count", "8")
+    cli = _sysstat_rows("-g", "faults")
     try:
         assert cli.stdout is not None
-        rows = [json.loads(cli.stdout.readline())]
+        rows = [json.loads(cli.stdout.readline())]  # before the workload starts
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline() == "done\n"
-        assert cli.poll() is None, "the workload outlasted the report"
-        rows += [json.loads(line) for line in cli.stdout]
-        assert cli.wait(timeout=30) == 0, cli.stderr.read() if cli.stderr else ""
+        rows += _rows_until_stopped(cli)
     finally:
         cli.kill()
         child.kill()
         child.wait()
     after = read_vm_events()
-    assert len(rows) == 8
+    assert len(rows) >= 3
     faults, majors = _integrated(rows, "page_faults_per_s"), _integrated(rows, "major_faults_per_s")
     # At least the workload's (a major fault counts as a fault too); at most what the whole
     # system made while the report ran (1% for the rows' millisecond timestamps).
@@ -559,16 +567,14 @@ def test_swap_space_and_traffic_follow_a_swap_file_and_a_cgroup_over_its_limit(t
     limit_bytes, held_mib = 64 * MIB, 160
     try:
         with memory_limited_cgroup("memwatcher-test-swap", limit_bytes) as cg:
-            cli = _sysstat_rows("-g", "swap", "-i", "0.5", "--count", "12")
+            cli = _sysstat_rows("-g", "swap")
             assert cli.stdout is not None
             rows = [json.loads(cli.stdout.readline())]
             holder = subprocess.Popen(
                 [sys.executable, "-c", MEMORY_HOLDER, str(cg.procs), str(held_mib)], stdout=subprocess.PIPE, text=True
             )
             assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
-            assert cli.poll() is None, "the workload outlasted the report"
-            rows += [json.loads(line) for line in cli.stdout]
-            assert cli.wait(timeout=30) == 0
+            rows += _rows_until_stopped(cli)
             # /proc/swaps lists each area's size in KiB, summed by the kernel from other counters.
             areas = Path("/proc/swaps").read_text().splitlines()[1:]
             total_bytes = sum(int(line.split()[2]) for line in areas) * 1024
