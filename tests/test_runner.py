@@ -43,6 +43,39 @@ def test_sigterm_stops_after_one_final_sample() -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_wait_readable_returns_for_input_a_signal_or_the_timeout() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with stop_on_signals() as stop:
+            start = time.monotonic()
+            assert stop.wait_readable([read_end], 0.1) == set()
+            assert time.monotonic() - start >= 0.09
+            os.write(write_end, b"q")
+            assert stop.wait_readable([read_end], 10) == {read_end}
+            os.read(read_end, 1)
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            start = time.monotonic()
+            while not stop.is_set() and time.monotonic() - start < 5:
+                stop.wait_readable([read_end], 10)
+            assert stop.is_set() and time.monotonic() - start < 5
+            assert stop.wait_readable([read_end], 10) == set()  # once set, it no longer sleeps
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_custom_wait_sleeps_between_samples() -> None:
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    taken = run_periodic(Schedule(interval_s=0.05, count=3), lambda: None, threading.Event(), wait=wait)
+    assert taken == 3 and len(waits) == 3
+    assert all(0 <= s <= 0.05 for s in waits)
+
+
 # A handler sets the flag at random moments of wait(), thousands of times. With
 # threading.Event in place of Stop this hangs within ~100 rounds: the handler's
 # Event.set() waits for the lock its own thread holds inside Event.wait().

@@ -124,6 +124,20 @@ class Stop:
                 _drain(fd)  # signal numbers from the wakeup fd; the flag says whether to stop
         return self._flag
 
+    def wait_readable(self, fds: list[int], timeout: float | None) -> set[int]:
+        """Sleep until set, until one of ``fds`` is readable, or ``timeout`` seconds; returns the readable ``fds``.
+
+        For a loop that also waits for input (the dashboard's keys); like
+        :meth:`wait`, for the main thread.
+        """
+        fd = self._read
+        if self._flag or fd is None:
+            return set()
+        ready = readable([fd, *fds], timeout)
+        if fd in ready:
+            _drain(fd)
+        return ready - {fd}
+
     def close(self) -> None:
         """Release the pipe; the flag keeps working."""
         with self._lock:
@@ -182,19 +196,28 @@ def stop_on_signals() -> Iterator[Stop]:
         stop.close()
 
 
-def run_periodic(schedule: Schedule, sample: Callable[[], bool | None], stop: Stop | threading.Event) -> int:
+def run_periodic(
+    schedule: Schedule,
+    sample: Callable[[], bool | None],
+    stop: Stop | threading.Event,
+    wait: Callable[[float], object] | None = None,
+) -> int:
     """Call ``sample`` on the schedule; it returns False to end early. Returns samples taken.
 
     When ``duration_s`` expires or a signal arrives between ticks, one last
     (partial-interval) sample is taken so that nothing measured is dropped.
+    ``wait(seconds)`` sleeps between samples (default ``stop.wait``): one that
+    does other work meanwhile (the dashboard reads keys) returns when the time
+    is up or ``stop`` is set.
     """
+    wait = wait or stop.wait
     start = time.monotonic()
     deadline = start + schedule.duration_s if schedule.duration_s is not None else None
     taken = 0
     next_at = start + schedule.interval_s
     while True:
         wake = next_at if deadline is None else min(next_at, deadline)
-        stop.wait(max(0.0, wake - time.monotonic()))
+        wait(max(0.0, wake - time.monotonic()))
         final = stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
         keep_going = sample()
         taken += 1
