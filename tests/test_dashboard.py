@@ -9,11 +9,13 @@ import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
 from conftest import OOM_HOG, memory_limited_cgroup, requires_bpf
 from memwatcher.dashboard import Dashboard, render_text
+from memwatcher.terminal import KeyDecoder, cbreak
 
 MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
 
@@ -101,3 +103,42 @@ def test_an_oom_kill_is_counted_and_named() -> None:
     assert state.oom_kills_total == 1
     assert state.last_oom_kill is not None and state.last_oom_kill.victim_pid == hog.pid
     assert f"OOM kills: 1 since start; last: {hog.pid} python" in render_text(state)
+
+
+# ---------------------------------------------------------------- keys (no BPF)
+
+
+def test_key_decoder_names_the_keys_a_terminal_sends() -> None:
+    decoder = KeyDecoder()
+    keys = decoder.feed(b"q\x1b[A\x1b[B\x1bOA\x1b[5~\x1b[6~\x1b[H\x1b[4~\t\r\x7f/")
+    assert keys == ["q", "up", "down", "up", "pgup", "pgdn", "home", "end", "tab", "enter", "backspace", "/"]
+    assert not decoder.waiting
+
+
+def test_key_decoder_waits_for_split_sequences_and_a_lone_escape() -> None:
+    decoder = KeyDecoder()
+    assert decoder.feed(b"\x1b[") == [] and decoder.waiting
+    assert decoder.feed(b"6~") == ["pgdn"]
+    assert decoder.feed(b"\x1b") == [] and decoder.waiting
+    assert decoder.flush() == ["esc"] and not decoder.waiting
+    assert decoder.feed(b"\x1bx") == ["esc", "x"]  # Escape, then a key
+    assert decoder.feed(b"\x1b[99;5Z") == []  # unknown: dropped whole
+    assert decoder.feed("é".encode()[:1]) == [] and decoder.feed("é".encode()[1:]) == ["é"]
+
+
+def test_cbreak_restores_the_terminal_after_an_exception() -> None:
+    controller, terminal = pty.openpty()
+    try:
+        before = termios.tcgetattr(terminal)
+        try:
+            with cbreak(terminal):
+                inside = termios.tcgetattr(terminal)
+                assert not inside[3] & (termios.ICANON | termios.ECHO)
+                assert inside[3] & termios.ISIG  # Ctrl-C still interrupts
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+        assert termios.tcgetattr(terminal) == before
+    finally:
+        os.close(controller)
+        os.close(terminal)
