@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import pty
@@ -13,9 +15,18 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+
 from conftest import OOM_HOG, memory_limited_cgroup, requires_bpf
-from memwatcher.dashboard import Dashboard, render_text
+from memwatcher import dashboard
+from memwatcher.dashboard import Dashboard, DashboardState, ProcessRow, render_text
+from memwatcher.pressure import Pressure
+from memwatcher.processes import SharedMemory
 from memwatcher.terminal import KeyDecoder, cbreak
+from memwatcher.tools import paf, pr, sysstat
+from memwatcher.tools.cgroups import CgroupMemory
+from memwatcher.tui import View, grouped_rows, handle_key, render_screen, sorted_processes, sparkline
 
 MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
 
@@ -142,3 +153,179 @@ def test_cbreak_restores_the_terminal_after_an_exception() -> None:
     finally:
         os.close(controller)
         os.close(terminal)
+
+
+# ---------------------------------------------------------------- the terminal view (no BPF)
+
+
+def _state(processes: int = 60) -> DashboardState:
+    """A state as a loaded Dashboard gives it: 1 GiB everywhere, three zones, a cgroup tree."""
+    memory = sysstat.SysSample(
+        **{f.name: None if f.name == "node" else 1 << 30 for f in dataclasses.fields(sysstat.SysSample)}
+    )
+    zones = [paf.ZoneStats(0, name, 100, 200, 300, 0, 1000, 900, 5000, 10, 0, 0) for name in ("DMA", "DMA32", "Normal")]
+    reclaim = pr.ReclaimSample(**{name: None if name == "node" else 0 for name in pr.ReclaimSample._fields})
+    rows = [
+        ProcessRow(
+            pid=100 + i,
+            comm=f"proc{i}",
+            rss_bytes=(i + 1) << 20,
+            rss_peak_bytes=(i + 1) << 20,
+            growth_bytes=(processes - i) << 10,  # the smallest grew most
+            swap_bytes=(i % 7) << 20,
+            user="root",
+            cmdline=f"/usr/bin/proc{i} --option value",
+            cgroup="/system.slice/a.service" if i % 2 else "/user.slice/user-0.slice/session-1.scope",
+            pss_bytes=((i * 37) % processes) << 20 if i >= processes - 20 else None,
+            rss_history_bytes=tuple(range(i, i + 40)),
+        )
+        for i in range(processes)
+    ]
+
+    def cgroup(path: str, current_bytes: int) -> CgroupMemory:
+        depth = 0 if path == "/" else path.count("/")
+        return CgroupMemory(path, depth, current_bytes, None, 1, 1, 1, 0, 0, 0.5, 0.0, 3, None)
+
+    cgroups = [cgroup("/", 5 << 30), cgroup("/system.slice", 3 << 30), cgroup("/system.slice/a.service", 3 << 30)]
+    cgroups += [cgroup("/user.slice", 2 << 30)]
+    return DashboardState(
+        "2026-12-03T07:30:00.000+00:00",
+        2.0,
+        memory=memory,
+        pressure=Pressure(1.5, 0.5, 0.1, 10, 0.0, 0.0, 0.0, 0),
+        processes=rows,
+        reclaim=reclaim,
+        zones=zones,
+        available_history_bytes=tuple(range(1 << 30, (1 << 30) + 100)),
+        pressure_history_pct=(0.0, 0.5, 1.5),
+        cgroups=cgroups,
+        cgroup_version=2,
+    )
+
+
+def _screen(state: DashboardState, view: View, width: int, height: int) -> list[str]:
+    console = Console(width=width, height=height, file=io.StringIO(), color_system=None)
+    console.print(render_screen(state, view, width, height).renderable)
+    return console.file.getvalue().splitlines()
+
+
+def test_small_terminal_shows_one_line_summaries_and_the_whole_footer() -> None:
+    lines = _screen(_state(), View(), 80, 24)
+    assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+    assert lines[1].startswith("memory (sysstat) available 1.0G of 1.0G") and "PSI some 1.50%" in lines[1]
+    assert lines[2].startswith("reclaim (pr)") and lines[3].startswith("zones (paf) failures 0")
+    assert "top processes by rss (procstat)  1-16 of 60" in lines[4]
+    assert lines[-2].startswith("events no OOM kill")
+    for key in ("q Quit", "h Help", "M/g/s/P Sort", "/ Filter", "c Cgroups", "p Pause", "Tab Focus"):
+        assert key in lines[-1], key
+
+
+def test_large_terminal_shows_full_panels_with_zones_in_bytes() -> None:
+    lines = _screen(_state(), View(), 120, 40)
+    text = "\n".join(lines)
+    assert len(lines) == 40
+    for heading in ("system memory (sysstat)", "reclaim, last 2.0s (pr)", "zones (paf): 0 allocation failures"):
+        assert heading in text, heading
+    assert "RSS TREND" in text and "▁" in text
+    normal = next(line for line in lines if " Normal " in line)
+    assert "19.5M" in normal and "400.0K" in normal  # 5000 free pages, min 100 pages of 4 KiB
+
+
+def test_tab_expands_the_focused_panel_on_a_small_terminal() -> None:
+    view = View()
+    for _ in range(3):
+        handle_key(view, "tab")
+    lines = _screen(_state(), view, 80, 24)
+    assert len(lines) == 24
+    assert any("▶ zones (paf)" in line for line in lines) and any(" Normal " in line for line in lines)
+    assert any("top processes by rss" in line for line in lines)  # the list keeps a few rows
+
+
+def test_sort_filter_pause_and_scroll_keys() -> None:
+    state, view = _state(), View()
+    handle_key(view, "g")
+    lines = _screen(state, view, 100, 30)
+    heading = next(i for i, line in enumerate(lines) if "top processes by growth" in line)
+    assert "GROWTH▼" in lines[heading + 1] and lines[heading + 2].split()[0] == "100"
+    handle_key(view, "P")
+    assert sorted_processes(state, view)[0].pss_bytes == max(r.pss_bytes or 0 for r in state.processes)
+    for key in ["/", *"proc4", "backspace", *"42", "enter"]:
+        handle_key(view, key)
+    assert view.filter == "proc42" and view.editing is None
+    assert [r.comm for r in sorted_processes(state, view)] == ["proc42"]
+    handle_key(view, "/")
+    handle_key(view, "x")
+    assert "filter: proc42x" in _screen(state, view, 100, 30)[-1]
+    handle_key(view, "esc")  # cancels the edit, keeps the filter
+    assert view.filter == "proc42" and view.editing is None
+    handle_key(view, "esc")  # clears the filter
+    handle_key(view, "p")
+    assert "PAUSED" in _screen(state, view, 100, 30)[0]
+    handle_key(view, "end")
+    screen = render_screen(state, view, 100, 30)
+    assert screen.scroll == len(state.processes) - screen.page_rows  # the last page, not past it
+    handle_key(view, "q")
+    assert view.quit
+
+
+def test_cgroup_view_groups_processes_under_their_nearest_cgroup() -> None:
+    state, view = _state(6), View()
+    handle_key(view, "c")
+    names = [r.cgroup.path if r.cgroup else r.process.comm for r in grouped_rows(state, view)]
+    # Largest cgroups first, each followed by its processes by rss; session-1.scope was not
+    # read (deeper than the cgroups read): its processes are listed under /user.slice.
+    assert names == [
+        "/",
+        "/system.slice",
+        "/system.slice/a.service",
+        "proc5",
+        "proc3",
+        "proc1",
+        "/user.slice",
+        "proc4",
+        "proc2",
+        "proc0",
+    ]
+    lines = _screen(state, view, 120, 40)
+    assert any("cgroups (v2) by usage" in line for line in lines)
+    assert any("a.service" in line and "3.0G" in line and "0.50%" in line for line in lines)
+    handle_key(view, "/")
+    for key in [*"proc4", "enter"]:
+        handle_key(view, key)
+    filtered = [r.cgroup.path if r.cgroup else r.process.comm for r in grouped_rows(state, view)]
+    assert filtered == ["/", "/user.slice", "proc4"]
+
+
+def test_help_overlay_lists_every_key() -> None:
+    view = View()
+    handle_key(view, "h")
+    text = "\n".join(_screen(_state(), view, 120, 40))
+    for key in ("quit", "sort by resident memory", "sort by growth", "sort by swap", "PSS", "filter", "cgroup"):
+        assert key in text, key
+    handle_key(view, "x")  # any key closes it
+    assert not view.help
+
+
+def test_sparkline_scales_to_the_window() -> None:
+    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8) == "▁▂▃▄▅▆▇█"
+    assert sparkline([5, 5, 5], 10) == "▁▁▁"
+    assert sparkline([5.0, 1.0, 7.0], 2, low=0.0) == "▂█"  # the last two, from 0
+    assert sparkline([], 5) == ""
+
+
+def test_pss_is_read_for_the_largest_by_pss_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PSS never exceeds rss: once the next row's rss is below the smallest of the
+    # largest PSS found, no later row can enter them.
+    read = []
+
+    def shared(pid: int) -> SharedMemory:
+        read.append(pid)
+        return SharedMemory(pss_bytes=pss[pid], uss_bytes=0)
+
+    pss = {1: 10, 2: 80, 3: 70, 4: 50, 5: 40}
+    rows = [ProcessRow(pid, "x", rss, rss, 0, 0) for pid, rss in ((1, 100), (2, 90), (3, 80), (4, 60), (5, 45))]
+    monkeypatch.setattr(dashboard, "shared_memory", shared)
+    board = Dashboard(pss_rows=2)
+    board._read_pss(rows)
+    assert read == [1, 2, 3]  # pid 4's rss (60) < the second largest PSS (70)
+    assert [r.pss_bytes for r in rows] == [10, 80, 70, None, None]

@@ -26,6 +26,10 @@ from .tools import REPORTS
 
 EXIT_RUNTIME = 1
 EXIT_UNSUPPORTED = 77
+# The interactive dashboard reads PSS for the processes that are the largest by PSS (a page-table
+# walk each: about a screenful), and cgroups down to this depth (systemd's slices, their services).
+TOP_PSS_ROWS = 50
+TOP_CGROUP_DEPTH = 3
 
 # Commands defined by their own module (its register(app)), imported only when named:
 # `memwatcher procstat` never imports memleak's symbolizer or the exporter's HTTP server.
@@ -89,41 +93,45 @@ def top_command(
     interval: Interval = 2.0,
     duration: Duration = None,
     count: Count = None,
-    top: Annotated[int, typer.Option("--top", "-n", min=1, help="Processes to show.")] = 10,
+    top: Annotated[
+        int,
+        typer.Option(
+            "--top",
+            "-n",
+            min=1,
+            help="Processes in plain text and the final summary (on a terminal the list shows every process).",
+        ),
+    ] = 10,
     plain: Annotated[bool, typer.Option("--plain", help="Periodic plain text even on a terminal.")] = False,
 ) -> None:
-    """Live dashboard: system memory, top processes, reclaim, allocation failures.
+    """Live dashboard: system memory, processes, cgroups, reclaim, allocation failures, OOM kills.
 
-    Example: memwatcher top --interval 1 --top 15
+    On a terminal it is interactive: q quits, h shows the keys (sort, filter,
+    group by cgroup, pause, scroll, Tab between panels).
+    Example: memwatcher top --interval 1
     """
-    from .dashboard import Dashboard, fancy_terminal, render_rich, render_text
+    from .dashboard import Dashboard, fancy_terminal, render_text
     from .kernel import require_bpf
     from .progress import slow_step
 
     require_bpf()
+    interactive = fancy_terminal() and not plain
+    when = schedule(interval, duration, count)
     with stop_on_signals() as stop, ExitStack() as stack:
         with slow_step("loading and attaching the procstat, sysstat, pr, paf and oom programs..."):
-            board = stack.enter_context(Dashboard(top=top))
-        last: list = []
-        live = None
-        if fancy_terminal() and not plain:
-            from rich.live import Live
+            board = (
+                Dashboard(top=None, pss_rows=TOP_PSS_ROWS, cgroup_depth=TOP_CGROUP_DEPTH)
+                if interactive
+                else Dashboard(top=top)
+            )
+            stack.enter_context(board)
+        if interactive:
+            from .tui import run
 
-            live = stack.enter_context(Live(render_rich(board.sample()), auto_refresh=False, transient=True))
-
-        def refresh() -> None:
-            state = board.sample()
-            last[:] = [state]
-            if live is not None:
-                live.update(render_rich(state), refresh=True)
-            else:
-                typer.echo(render_text(state))
-
-        run_periodic(schedule(interval, duration, count), refresh, stop)
-        if live is not None:
-            live.stop()
-        if last and live is not None:
-            typer.echo("final summary:\n" + render_text(last[0]))
+            last = run(board, when, stop)
+            typer.echo("final summary:\n" + render_text(last, top))
+        else:
+            run_periodic(when, lambda: typer.echo(render_text(board.sample())), stop)
 
 
 @app.command("doctor")
