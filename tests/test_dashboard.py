@@ -329,3 +329,11 @@ def test_pss_is_read_for_the_largest_by_pss_only(monkeypatch: pytest.MonkeyPatch
     board._read_pss(rows)
     assert read == [1, 2, 3]  # pid 4's rss (60) < the second largest PSS (70)
     assert [r.pss_bytes for r in rows] == [10, 80, 70, None, None]
+
+
+def test_command_lines_show_on_one_line_and_as_they_are() -> None:
+    state = _state(3)
+    state.processes[2].cmdline = "python3 -c\nimport time\ttime.sleep(9) [bold]x[/bold]"
+    lines = _screen(state, View(), 200, 30)
+    row = next(line for line in lines if line.lstrip().startswith("102 "))
+    assert "python3 -c import time time.sleep(9) [bold]x[/bold]" in row

@@ -130,6 +130,7 @@ class View:
     scroll: int = 0  # first list row shown
     page_rows: int = 10  # list rows the last frame showed: the PgUp/PgDn step
     quit: bool = False
+    refresh_s: float = 2.0  # the sampling interval, for the header
 
 
 def handle_key(view: View, key: str) -> None:
@@ -188,6 +189,11 @@ def sparkline(values: tuple[float, ...] | list[float], width: int, low: float | 
 
 def _b(value: int | None) -> str:
     return "-" if value is None else human_bytes(value)
+
+
+def _plain(text: str) -> Text:
+    """A cell shown as it is (no rich markup) on one line: command lines may hold newlines and tabs."""
+    return Text("".join(ch if ch.isprintable() else " " for ch in text))
 
 
 def _matches(row: ProcessRow, needle: str) -> bool:
@@ -269,7 +275,7 @@ def _memory_panel(state: DashboardState, width: int, focused: bool) -> Panel:
         cells = [(label, _b(getattr(m, key))) for label, key in MEMORY_ROWS]
         for i in range(0, len(cells), pairs_per_row):
             grid.add_row(*[x for pair in cells[i : i + pairs_per_row] for x in pair])
-    spark_width = max(10, width - 50)
+    spark_width = max(10, width - 70)  # the rest: borders, labels and the figures after the sparkline
     lines = Table.grid(padding=(0, 1))
     lines.add_column(style="dim", no_wrap=True)
     lines.add_column(no_wrap=True)
@@ -380,13 +386,13 @@ def _process_table(rows: list[ProcessRow], view: View, width: int) -> Table:
         trend = [Text(sparkline(r.rss_history_bytes, 12), style="green")] if wide else []
         table.add_row(
             str(r.pid),
-            r.user,
+            _plain(r.user),
             human_bytes(r.rss_bytes),
             _b(r.pss_bytes),
             human_bytes(r.swap_bytes),
             growth,
             *trend,
-            r.cmdline,
+            _plain(r.cmdline),
         )
     return table
 
@@ -408,10 +414,10 @@ def _cgroup_table(rows: list[_ListRow], width: int) -> Table:
             cells = [human_bytes(c.current_bytes), "max" if c.limit_bytes is None else human_bytes(c.limit_bytes)]
             cells += [_b(c.anon_bytes), _b(c.file_bytes)] if wide else []
             cells += [_b(c.swap_bytes), "-" if c.oom_kills is None else str(c.oom_kills), psi, str(c.processes)]
-            table.add_row(Text(indent + name, style="bold"), *cells)
+            table.add_row(Text.assemble(indent, _plain(name), style="bold"), *cells)
         elif p is not None:
             cells = [human_bytes(p.rss_bytes), "", *(["", ""] if wide else []), human_bytes(p.swap_bytes), "", "", ""]
-            table.add_row(Text(f"{indent}{p.pid} {p.cmdline}", style="dim"), *cells)
+            table.add_row(Text.assemble(f"{indent}{p.pid} ", _plain(p.cmdline), style="dim"), *cells)
     return table
 
 
@@ -432,7 +438,7 @@ def _help_panel(height: int) -> Panel:
 
 def _header(state: DashboardState, view: View) -> Text:
     line = Text("memwatcher ", style="bold")
-    line.append(f"{state.time[11:19]}  every {state.interval_s:.1f}s  {len(state.processes)} processes  ")
+    line.append(f"{state.time[11:19]}  every {view.refresh_s:g}s  {len(state.processes)} processes  ")
     line.append(f"sort: {SORTS[view.sort].name}▼")
     if view.grouped:
         line.append("  grouped by cgroup", style="bold")
@@ -581,7 +587,7 @@ def run(board: Dashboard, schedule: Schedule, stop: Stop, console: Console | Non
     the last state sampled (for a final summary).
     """
     console = console or Console()
-    view = View()
+    view = View(refresh_s=schedule.interval_s)
     latest = shown = board.sample()
     keys_fd: int | None = sys.stdin.fileno() if sys.stdin.isatty() else None
     decoder = terminal.KeyDecoder()
