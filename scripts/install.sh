@@ -20,6 +20,7 @@ apt_packages=(
   golang-go             # go tool pprof: a real reader of memleak's pprof output
   man-db systemd        # man and systemd-analyze verify: the installed man page and the unit file
   chromium fonts-liberation  # headless browser for the HTML report's tests (the fonts are only recommended)
+  tmux                  # a real terminal for the dashboard's tests (send-keys, capture-pane)
 )
 missing=()
 for p in "${apt_packages[@]}"; do
