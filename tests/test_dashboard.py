@@ -20,11 +20,11 @@ from rich.console import Console
 
 from conftest import OOM_HOG, memory_limited_cgroup, requires_bpf
 from memwatcher import dashboard
-from memwatcher.dashboard import Dashboard, DashboardState, ProcessRow, render_text
+from memwatcher.dashboard import Dashboard, DashboardEvent, DashboardState, ProcessRow, render_text
 from memwatcher.pressure import Pressure
 from memwatcher.processes import SharedMemory
 from memwatcher.terminal import KeyDecoder, cbreak
-from memwatcher.tools import paf, pr, sysstat
+from memwatcher.tools import oom, paf, pr, sysstat
 from memwatcher.tools.cgroups import CgroupMemory
 from memwatcher.tui import View, grouped_rows, handle_key, render_screen, sorted_processes, sparkline
 
@@ -337,3 +337,19 @@ def test_command_lines_show_on_one_line_and_as_they_are() -> None:
     lines = _screen(state, View(), 200, 30)
     row = next(line for line in lines if line.lstrip().startswith("102 "))
     assert "python3 -c import time time.sleep(9) [bold]x[/bold]" in row
+
+
+def test_event_line_puts_totals_first_then_the_newest_event() -> None:
+    kill = oom.OomKill(**{name: None for name in oom.OomKill._fields})._replace(
+        victim_pid=4242, victim_comm="hog", rss_bytes=40 << 20, kind="memcg", cgroup="/mwtest"
+    )
+    state = _state(3)
+    state.oom_kills_total, state.alloc_failures_total = 1, 3
+    state.events = [
+        DashboardEvent("2026-12-03T07:29:58.000+00:00", alloc_failures=3),
+        DashboardEvent("2026-12-03T07:29:59.000+00:00", oom_kill=kill),
+    ]
+    line = _screen(state, View(), 80, 24)[-2]
+    assert line.startswith("events OOM kills 1, allocation failures 3 since start · last: 07:29:59 OOM kill")
+    wide = _screen(state, View(), 200, 50)[-2]
+    assert wide.endswith("OOM kill: 4242 hog, rss 40.0M, memcg OOM in /mwtest")

@@ -456,15 +456,18 @@ def _event_text(event: DashboardEvent) -> str:
 
 
 def _event_line(state: DashboardState) -> Text:
+    """The totals first (they must survive a narrow terminal), then the newest event."""
     line = Text("events ", style="bold")
-    if state.events:
-        line.append(_event_text(state.events[-1]), style="bold red")
-        line.append("  · ")
+    if not (state.oom_kills_total or state.alloc_failures_total or state.events):
+        line.append("no OOM kill or allocation failure since start")
+        return line
     line.append(
-        f"{state.oom_kills_total} OOM kills, {state.alloc_failures_total} allocation failures since start"
-        if state.oom_kills_total or state.alloc_failures_total
-        else "no OOM kill or allocation failure since start"
+        f"OOM kills {state.oom_kills_total}, allocation failures {state.alloc_failures_total} since start",
+        style="bold red" if state.oom_kills_total or state.alloc_failures_total else "",
     )
+    if state.events:
+        line.append(" · last: ")
+        line.append(_event_text(state.events[-1]), style="red")
     return line
 
 
