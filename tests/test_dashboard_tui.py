@@ -59,6 +59,10 @@ class Terminal:
     def keys(self, *keys: str, literal: bool = False) -> None:
         self._run("send-keys", *(["-l"] if literal else []), *keys)
 
+    def resize(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self._run("resize-window", "-x", str(width), "-y", str(height))
+
     def memwatcher_pid(self) -> int:
         shell = self._run("display-message", "-p", "#{pane_pid}").strip()
         return int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])
@@ -277,6 +281,16 @@ def _has_range(lines: list[str], at_least: int) -> bool:
         return _list_range(lines, "top processes by rss")[2] >= at_least
     except StopIteration:
         return False
+
+
+def test_a_resized_terminal_is_redrawn_to_its_new_size_at_once(tmp_path: Path) -> None:
+    with terminal(tmp_path, 120, 40, "--interval", "60") as term:  # no refresh due: the resize must redraw
+        term.wait_for_text("system memory (sysstat)", START_TIMEOUT_S)
+        term.resize(80, 24)
+        lines = term.wait_for("the 80x24 layout", lambda lines: lines[1].startswith("memory (sysstat) available"))
+        assert len(lines) == 24 and "q Quit" in lines[-1]
+        term.keys("q")
+        term.assert_exited_and_restored()
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "duration"])

@@ -336,7 +336,7 @@ def _zones_totals(state: DashboardState) -> str:
 def _zones_summary(state: DashboardState) -> Text:
     line = Text("zones (paf) ", style="bold")
     line.append(f"failures {state.alloc_failures_total}, kswapd wakeups {state.kswapd_wakeups_total} since start")
-    for z in state.zones:
+    for z in sorted(state.zones, key=lambda z: -(z.managed_pages or 0)):  # the largest zone first
         line.append(f" · {z.zone} free {_zone_bytes(state, z.free_pages)} (min {_zone_bytes(state, z.min_pages)})")
     return line
 
