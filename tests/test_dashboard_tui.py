@@ -293,6 +293,17 @@ def test_a_resized_terminal_is_redrawn_to_its_new_size_at_once(tmp_path: Path) -
         term.assert_exited_and_restored()
 
 
+def test_keys_work_when_sampling_falls_behind_the_interval(tmp_path: Path) -> None:
+    # Each sample takes longer than 10 ms: no time is left between samples (as on a slow
+    # machine or under emulation), and the keys must still be read.
+    with terminal(tmp_path, 120, 40, "--interval", "0.01") as term:
+        term.started()
+        term.keys("p")
+        term.wait_for_text("PAUSED")
+        term.keys("q")
+        term.assert_exited_and_restored()
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "duration"])
 def test_other_endings_restore_the_terminal(tmp_path: Path, how: str) -> None:
     args = ["--duration", "3"] if how == "duration" else []

@@ -618,7 +618,10 @@ def run(board: Dashboard, schedule: Schedule, stop: Stop, console: Console | Non
         def wait(seconds: float) -> None:
             nonlocal keys_fd, shown
             deadline = time.monotonic() + seconds
-            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            # At least one look at the keys, also when sampling falls behind the interval
+            # (seconds == 0: a slow machine, a short --interval): q must always work.
+            while not stop.is_set():
+                left = max(0.0, deadline - time.monotonic())
                 fds = [keys_fd] if keys_fd is not None else []
                 ready = stop.wait_readable(fds, min(left, ESC_WAIT_S) if decoder.waiting else left)
                 keys: list[str] = []
@@ -640,6 +643,8 @@ def run(board: Dashboard, schedule: Schedule, stop: Stop, console: Console | Non
                 if keys or resized[0]:
                     resized[0] = False
                     draw()
+                if time.monotonic() >= deadline and not decoder.waiting:
+                    return
 
         draw()
         run_periodic(schedule, sample, stop, wait)
