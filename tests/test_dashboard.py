@@ -184,7 +184,23 @@ def _state(processes: int = 60) -> DashboardState:
 
     def cgroup(path: str, current_bytes: int) -> CgroupMemory:
         depth = 0 if path == "/" else path.count("/")
-        return CgroupMemory(path, depth, current_bytes, None, 1, 1, 1, 0, 0, 0.5, 0.0, 3, None)
+        return CgroupMemory(
+            path,
+            depth,
+            current_bytes,
+            None,
+            1,
+            1,
+            1,
+            0,
+            0,
+            0.5,
+            0.0,
+            3,
+            None,
+            limit_hits=7,
+            reclaim_reclaimed_bytes=1 << 20,
+        )
 
     cgroups = [cgroup("/", 5 << 30), cgroup("/system.slice", 3 << 30), cgroup("/system.slice/a.service", 3 << 30)]
     cgroups += [cgroup("/user.slice", 2 << 30)]
@@ -289,6 +305,10 @@ def test_cgroup_view_groups_processes_under_their_nearest_cgroup() -> None:
     lines = _screen(state, view, 120, 40)
     assert any("cgroups (v2) by usage" in line for line in lines)
     assert any("a.service" in line and "3.0G" in line and "0.50%" in line for line in lines)
+    wide = _screen(state, view, 200, 40)
+    headings = next(line for line in wide if "CGROUP / PROCESS" in line).split()
+    assert headings[-5:] == ["OOM", "HITS", "RECLAIMED", "PSI10", "PROCS"] and "KERNEL" in headings
+    assert next(line for line in wide if "a.service" in line).split()[-5:] == ["0", "7", "1.0M", "0.50%", "3"]
     handle_key(view, "/")
     for key in [*"proc4", "enter"]:
         handle_key(view, key)

@@ -54,8 +54,10 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 LIST_MIN_LINES = 14
 # ... and this many when the focused panel expands.
 LIST_FOCUS_MIN_LINES = 4
-# Terminals at least this wide show the RSS trend column and the cgroups' anon/file columns.
+# Terminals at least this wide show the RSS trend column and the cgroups' anon/file columns,
+# and at least the second width the cgroups' kernel memory, limit hits and reclaimed bytes.
 WIDE_COLUMNS = 100
+VERY_WIDE_COLUMNS = 150
 # After a lone ESC, how long to wait for the rest of a key's sequence.
 ESC_WAIT_S = 0.05
 PANELS = ("processes", "memory", "reclaim", "zones")
@@ -397,26 +399,47 @@ def _process_table(rows: list[ProcessRow], view: View, width: int) -> Table:
     return table
 
 
+def _n(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+# The cgroup tree's figures: (heading, the narrowest terminal showing it, a cgroup's cell,
+# a process's cell or None). Counts (OOM kills, limit HITS, RECLAIMED) are since the cgroup was made.
+_CGROUP_COLUMNS: tuple[tuple[str, int, Callable[[CgroupMemory], str], Callable[[ProcessRow], str] | None], ...] = (
+    ("CURRENT", 0, lambda c: human_bytes(c.current_bytes), lambda p: human_bytes(p.rss_bytes)),
+    ("LIMIT", 0, lambda c: "max" if c.limit_bytes is None else human_bytes(c.limit_bytes), None),
+    ("ANON", WIDE_COLUMNS, lambda c: _b(c.anon_bytes), None),
+    ("FILE", WIDE_COLUMNS, lambda c: _b(c.file_bytes), None),
+    ("KERNEL", VERY_WIDE_COLUMNS, lambda c: _b(c.kernel_bytes), None),
+    ("SWAP", 0, lambda c: _b(c.swap_bytes), lambda p: human_bytes(p.swap_bytes)),
+    ("OOM", 0, lambda c: _n(c.oom_kills), None),
+    ("HITS", VERY_WIDE_COLUMNS, lambda c: _n(c.limit_hits), None),
+    ("RECLAIMED", VERY_WIDE_COLUMNS, lambda c: _b(c.reclaim_reclaimed_bytes), None),
+    ("PSI10", 0, lambda c: _pct(c.pressure_some_avg10_pct), None),
+    ("PROCS", 0, lambda c: str(c.processes), None),
+)
+
+
 def _cgroup_table(rows: list[_ListRow], width: int) -> Table:
-    wide = width >= WIDE_COLUMNS
+    columns = [col for col in _CGROUP_COLUMNS if width >= col[1]]
     table = Table(box=None, padding=(0, 1), expand=True, header_style="reverse", show_edge=False)
     table.add_column("CGROUP / PROCESS", ratio=1, no_wrap=True, overflow="ellipsis")
-    numbers = ["CURRENT", "LIMIT", *(["ANON", "FILE"] if wide else []), "SWAP", "OOM", "PSI10", "PROCS"]
-    for name in numbers:
-        table.add_column(name, justify="right", no_wrap=True)
+    for heading, *_ in columns:
+        table.add_column(heading, justify="right", no_wrap=True)
     for row in rows:
         indent = "  " * row.depth
         c, p = row.cgroup, row.process
         if c is not None:
             name = c.path if c.depth == 0 else c.path.rsplit("/", 1)[1]
             name += f" [{c.container}]" if c.container else ""
-            psi = "-" if c.pressure_some_avg10_pct is None else f"{c.pressure_some_avg10_pct:.2f}%"
-            cells = [human_bytes(c.current_bytes), "max" if c.limit_bytes is None else human_bytes(c.limit_bytes)]
-            cells += [_b(c.anon_bytes), _b(c.file_bytes)] if wide else []
-            cells += [_b(c.swap_bytes), "-" if c.oom_kills is None else str(c.oom_kills), psi, str(c.processes)]
+            cells = [cell(c) for _, _, cell, _ in columns]
             table.add_row(Text.assemble(indent, _plain(name), style="bold"), *cells)
         elif p is not None:
-            cells = [human_bytes(p.rss_bytes), "", *(["", ""] if wide else []), human_bytes(p.swap_bytes), "", "", ""]
+            cells = [cell(p) if cell else "" for _, _, _, cell in columns]
             table.add_row(Text.assemble(f"{indent}{p.pid} ", _plain(p.cmdline), style="dim"), *cells)
     return table
 
