@@ -486,7 +486,7 @@ def _event_line(state: DashboardState) -> Text:
         return line
     line.append(
         f"OOM kills {state.oom_kills_total}, allocation failures {state.alloc_failures_total} since start",
-        style="bold red" if state.oom_kills_total or state.alloc_failures_total else "",
+        style="bold red",
     )
     if state.events:
         line.append(" · last: ")
@@ -546,13 +546,12 @@ def render_screen(state: DashboardState, view: View, width: int, height: int) ->
         if room >= (LIST_FOCUS_MIN_LINES if name == focused else LIST_MIN_LINES):
             chosen[name], heights[name] = panel, panel_height
     list_lines = max(0, height - fixed - sum(heights.values()))
-    parts: list[RenderableType] = [_header(state, view).copy()]
+    parts: list[RenderableType] = [_header(state, view)]
     for name, summary, _ in side:
         if name in chosen:
             parts.append(chosen[name])
         else:
-            summary.no_wrap, summary.overflow = True, "ellipsis"
-            parts.append(summary.copy() if name != focused else Text.assemble(summary, style="reverse"))
+            parts.append(summary if name != focused else Text.assemble(summary, style="reverse"))
     rows_shown = max(0, list_lines - 2)  # its title and column headings
     scroll = view.scroll
     if view.help and list_lines > 0:
