@@ -227,7 +227,8 @@ def test_cgroup_view_shows_a_test_cgroup_with_its_process(tmp_path: Path) -> Non
         term.keys("/")
         term.keys(name, literal=True)
         term.keys("Enter")
-        lines = term.wait_for("the test cgroup", lambda lines: any(name in line for line in lines))
+        # Its row (not the footer echoing the filter being typed): the name first, indented.
+        lines = term.wait_for("the test cgroup", lambda lines: any(line.split()[:1] == [name] for line in lines))
         at = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
         assert "256.0M" in lines[at]  # its limit
         assert lines[at + 1].split()[0] == str(holder.pid)  # its process, beneath it
