@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -21,12 +22,14 @@ from rich.console import Console
 from conftest import OOM_HOG, memory_limited_cgroup, requires_bpf
 from memwatcher import dashboard
 from memwatcher.dashboard import Dashboard, DashboardEvent, DashboardState, ProcessRow, render_text
+from memwatcher.output import human_bytes
 from memwatcher.pressure import Pressure
 from memwatcher.processes import SharedMemory
 from memwatcher.terminal import KeyDecoder, cbreak
 from memwatcher.tools import oom, paf, pr, sysstat
 from memwatcher.tools.cgroups import CgroupMemory
 from memwatcher.tui import View, grouped_rows, handle_key, render_screen, sorted_processes, sparkline
+from memwatcher.vmevents import SwapSpace
 
 MEMWATCHER = [sys.executable, "-m", "memwatcher.cli"]
 
@@ -80,6 +83,9 @@ def test_bare_command_is_the_dashboard_in_plain_text_and_sigterm_ends_it() -> No
     assert out.count("memwatcher  ") >= 3  # two refreshes plus the final one on SIGTERM
     assert "memory:  total" in out and " available " in out and "PID" in out
     assert ("pressure:  some " in out) == Path("/proc/pressure/memory").exists()
+    # Swap as /proc/swaps sizes it (none: "0B of 0B"), and this refresh's fault rate.
+    swap_kib = sum(int(line.split()[2]) for line in Path("/proc/swaps").read_text().splitlines()[1:])
+    assert re.search(rf"swap, faults:  swap \S+ of {re.escape(human_bytes(swap_kib * 1024))} .* faults [\d,]+/s", out)
     assert "Traceback" not in err
 
 
@@ -216,6 +222,13 @@ def _state(processes: int = 60) -> DashboardState:
         pressure_history_pct=(0.0, 0.5, 1.5),
         cgroups=cgroups,
         cgroup_version=2,
+        swap=SwapSpace(2 << 30, 1 << 30),
+        vm_rates={
+            "page_faults_per_s": 1234.0,
+            "major_faults_per_s": 5.0,
+            "swap_in_bytes_per_s": 0.0,
+            "swap_out_bytes_per_s": 4096.0,
+        },
     )
 
 
@@ -243,6 +256,9 @@ def test_large_terminal_shows_full_panels_with_zones_in_bytes() -> None:
     for heading in ("system memory (sysstat)", "reclaim, last 2.0s (pr)", "zones (paf): 0 allocation failures"):
         assert heading in text, heading
     assert "RSS TREND" in text and "▁" in text
+    paging = next(line for line in lines if "paging" in line)
+    assert "swap 1.0G of 2.0G" in paging and "out 4.0K/s" in paging and "faults 1,234/s (major 5/s)" in paging
+    assert "swap, faults:  swap 1.0G of 2.0G" in render_text(_state())
     normal = next(line for line in lines if " Normal " in line)
     assert "19.5M" in normal and "400.0K" in normal  # 5000 free pages, min 100 pages of 4 KiB
 

@@ -25,6 +25,7 @@ from .pressure import Pressure, read_pressure
 from .processes import ProcessIdentity, identity, shared_memory
 from .reports import Reports
 from .tools import cgroups, oom, paf, pr, procstat, sysstat
+from .vmevents import SwapSpace, read_swap_space, read_vm_events
 
 __all__ = ["Dashboard", "DashboardEvent", "DashboardState", "ProcessRow", "fancy_terminal", "render_text"]
 
@@ -91,6 +92,9 @@ class DashboardState:
     interval_s: float
     memory: sysstat.SysSample | None = None
     pressure: Pressure | None = None  # the system's memory PSI; None without PSI
+    swap: SwapSpace | None = None  # None: a kernel without swap support
+    # page_faults_per_s, major_faults_per_s, swap_in_bytes_per_s, swap_out_bytes_per_s since the last refresh
+    vm_rates: dict[str, float | None] = field(default_factory=dict)
     processes: list[ProcessRow] = field(default_factory=list)  # by rss, largest first
     reclaim: pr.ReclaimSample | None = None
     reclaim_total: pr.ReclaimSample | None = None
@@ -145,12 +149,14 @@ class Dashboard:
         self._oom_kills_total = 0
         self._last_oom_kill: oom.OomKill | None = None
         self._last = time.monotonic()
+        self._vm_events = read_vm_events()
 
     def __enter__(self) -> Dashboard:
         self.reports.__enter__()
         if self.reports.pr is not None:
             self._reclaim_start = self._reclaim_prev = self.reports.pr.read()
         self._last = time.monotonic()
+        self._vm_events = read_vm_events()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -173,6 +179,10 @@ class Dashboard:
             state.memory = loaded.sysstat.read()[0]
             if state.memory.available_bytes is not None:
                 self._available_history.append(state.memory.available_bytes)
+        events = read_vm_events()
+        state.vm_rates = events.rates(self._vm_events, state.page_size_bytes)
+        self._vm_events = events
+        state.swap = read_swap_space()
         state.pressure = read_pressure()
         if state.pressure is not None:
             self._pressure_history.append(state.pressure.some_avg10_pct)
@@ -295,6 +305,24 @@ def oom_line(state: DashboardState) -> str:
     return line
 
 
+def swap_faults_line(state: DashboardState) -> str:
+    """Swap used of its size and traffic, fault rates: what the system paged since the last refresh."""
+    rates = state.vm_rates
+
+    def per_s(key: str, unit: str = "") -> str:
+        value = rates.get(key)
+        if value is None:
+            return "-"
+        return f"{human_bytes(value)}/s" if unit == "bytes" else f"{value:,.0f}/s"
+
+    parts = []
+    if state.swap is not None:
+        parts.append(f"swap {human_bytes(state.swap.used_bytes)} of {human_bytes(state.swap.total_bytes)}")
+    parts.append(f"in {per_s('swap_in_bytes_per_s', 'bytes')} out {per_s('swap_out_bytes_per_s', 'bytes')}")
+    parts.append(f"faults {per_s('page_faults_per_s')} (major {per_s('major_faults_per_s')})")
+    return "  ".join(parts)
+
+
 def pressure_line(p: Pressure) -> str:
     return (
         f"some {p.some_avg10_pct:.2f}% full {p.full_avg10_pct:.2f}% (10 s); "
@@ -310,6 +338,8 @@ def render_text(state: DashboardState, top: int | None = None) -> str:
         out.append("memory:  " + "  ".join(cells))
     if state.pressure is not None:
         out.append("pressure:  " + pressure_line(state.pressure))
+    if state.swap is not None or state.vm_rates:
+        out.append("swap, faults:  " + swap_faults_line(state))
     if state.processes:
         out.append(f"{'PID':>8} {'COMM':<16} {'RSS':>9} {'PEAK':>9} {'GROWTH':>9} {'SWAP':>9}")
         for p in state.processes[:top]:

@@ -42,6 +42,7 @@ from .dashboard import (
     ProcessRow,
     reclaim_lines,
     signed_bytes,
+    swap_faults_line,
 )
 from .output import human_bytes
 from .runner import Schedule, Stop, run_periodic
@@ -296,6 +297,8 @@ def _memory_panel(state: DashboardState, width: int, focused: bool) -> Panel:
             Text(sparkline(state.pressure_history_pct, spark_width, low=0.0), style="yellow"),
             f"{p.some_avg10_pct:.2f}% (full {p.full_avg10_pct:.2f}%, some 60s {p.some_avg60_pct:.2f}%)",
         )
+    if state.swap is not None or state.vm_rates:
+        lines.add_row("paging", swap_faults_line(state), "")
     title = ("▶ " if focused else "") + "system memory (sysstat)"
     return Panel(Group(grid, lines), title=title, title_align="left", border_style=_focus_style(focused))
 
