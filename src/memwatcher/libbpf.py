@@ -28,7 +28,12 @@ so one that is never closed is freed from C when collected, instead of by a
 ``__del__`` method: Python runs signal handlers inside ``__del__`` too, and
 an exception raised there is printed and dropped.
 Failures raise :class:`LibbpfError` (an ``OSError``) carrying errno, the
-operation that failed and the lines libbpf logged while doing it.
+operation that failed and the lines libbpf logged while doing it. What the
+kernel said decides the subclass, here and not in the callers' pre-checks:
+EPERM and EACCES raise :class:`LibbpfPrivilegeError` (also a
+``PrivilegeError``), EOPNOTSUPP and ENOTSUPP, and ENOENT from attaching to a
+kernel hook, :class:`LibbpfNotSupportedError` (also a ``NotSupportedError``);
+both make the CLI exit 77.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from ._libbpf import ffi, lib
-from .errors import MemwatcherError, NotSupportedError
+from .errors import MemwatcherError, NotSupportedError, PrivilegeError
 from .procmaps import ProcessMaps
 
 __all__ = [
@@ -57,10 +62,13 @@ __all__ = [
     "BPFObject",
     "CoreRelocation",
     "LibbpfError",
+    "LibbpfNotSupportedError",
+    "LibbpfPrivilegeError",
     "Link",
     "Map",
     "MemwatcherError",
     "NotSupportedError",
+    "PrivilegeError",
     "Program",
     "RingBuffer",
     "VerifierError",
@@ -112,6 +120,32 @@ class VerifierError(LibbpfError):
         return f"{text}: {verdict} (full log in .log)" if verdict else f"{text}: {self.strerror}"
 
 
+class LibbpfPrivilegeError(LibbpfError, PrivilegeError):
+    """The kernel refused a call for lack of privileges (EPERM, EACCES): no CAP_BPF, CAP_PERFMON, ..."""
+
+
+class LibbpfNotSupportedError(LibbpfError, NotSupportedError):
+    """The kernel lacks what a call needed: the operation (EOPNOTSUPP, ENOTSUPP) or the hook attached to (ENOENT)."""
+
+    def __init__(self, err: int, operation: str, log: str = "") -> None:
+        super().__init__(err, operation, log)
+        self.feature = operation
+        self.minimum_kernel = None
+
+
+def libbpf_error(err: int, operation: str, log: str = "", *, attaching: bool = False) -> LibbpfError:
+    """The error for a call the kernel or libbpf failed with ``err``; its class says what that means.
+
+    ``attaching``: the call attached to a kernel hook (tracepoint, kernel function),
+    where ENOENT means this kernel has no such hook.
+    """
+    if err in (_errno.EPERM, _errno.EACCES):
+        return LibbpfPrivilegeError(err, operation, log)
+    if err in (_errno.EOPNOTSUPP, _ENOTSUPP) or (attaching and err == _errno.ENOENT):
+        return LibbpfNotSupportedError(err, operation, log)
+    return LibbpfError(err, operation, log)
+
+
 def _strerror(err: int) -> str:
     buf = ffi.new("char[]", 256)
     lib.libbpf_strerror(err, buf, 256)
@@ -140,8 +174,9 @@ def set_debug_log(on: bool) -> None:
 class _Call:
     """Runs one libbpf call with a clean log and turns failures into errors."""
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, *, attaching: bool = False) -> None:
         self.operation = operation
+        self.attaching = attaching
 
     def __enter__(self) -> _Call:
         _log_lock.acquire()
@@ -153,14 +188,17 @@ class _Call:
 
     def check(self, ret: int) -> int:
         if ret < 0:
-            raise LibbpfError(-ret, self.operation, _take_log())
+            raise self.error(-ret)
         return ret
 
     def check_ptr(self, ptr: Any) -> Any:
         if ptr == ffi.NULL:
-            err = ffi.errno or _errno.EINVAL
-            raise LibbpfError(err, self.operation, _take_log())
+            raise self.error(ffi.errno or _errno.EINVAL)
         return ptr
+
+    def error(self, err: int) -> LibbpfError:
+        """The error for this call failing with ``err``, with what libbpf logged meanwhile."""
+        return libbpf_error(err, self.operation, _take_log(), attaching=self.attaching)
 
 
 def libbpf_version() -> str:
@@ -178,7 +216,7 @@ def possible_cpus() -> int:
     """Number of possible CPUs: the width of per-CPU map values."""
     n = lib.libbpf_num_possible_cpus()
     if n < 0:
-        raise LibbpfError(-n, "count possible CPUs")
+        raise libbpf_error(-n, "count possible CPUs")
     return n
 
 
@@ -297,8 +335,9 @@ class BPFObject:
             ret = lib.bpf_object__load(self._ptr)
             if ret < 0:
                 log = _take_log()
-                err_cls = VerifierError if _looks_like_verifier_log(log) else LibbpfError
-                raise err_cls(-ret, call.operation, log)
+                if _looks_like_verifier_log(log):
+                    raise VerifierError(-ret, call.operation, log)
+                raise libbpf_error(-ret, call.operation, log)
         self.loaded = True
 
     def attach(self) -> list[Link]:
@@ -387,7 +426,7 @@ def core_relocations(path: str | os.PathLike[str], target_btf: str | os.PathLike
             log = _take_log()
             # libbpf itself refuses the first typeless program: the expected stop.
             if "failed to perform CO-RE relocations" in log or (ret < 0 and "missing BPF prog type" not in log):
-                raise LibbpfError(-ret if ret < 0 else _errno.EINVAL, call.operation, log)
+                raise libbpf_error(-ret if ret < 0 else _errno.EINVAL, call.operation, log)
     relocations: dict[tuple[str, int], CoreRelocation] = {}
     for line in log.splitlines():
         if m := _RELO_LINE.search(line):
@@ -434,8 +473,11 @@ class Program:
         return lib.bpf_program__fd(self._ptr)
 
     def attach(self) -> Link:
-        """Attach as the section name says (tp_btf/..., raw_tp/..., tracepoint/...)."""
-        with _Call(f"attach program '{self.name}' ({self.section})") as call:
+        """Attach as the section name says (tp_btf/..., raw_tp/..., tracepoint/...).
+
+        :class:`LibbpfNotSupportedError` when this kernel has no such hook.
+        """
+        with _Call(f"attach program '{self.name}' ({self.section})", attaching=True) as call:
             ptr = call.check_ptr(lib.bpf_program__attach(self._ptr))
         return self._link(ptr, self.section)
 
@@ -521,7 +563,7 @@ class Program:
             attr[offset : offset + width] = value.to_bytes(width, sys.byteorder)
         fd = lib.mw_sys_bpf(lib.BPF_LINK_CREATE, ffi.from_buffer(attr), size)
         if fd < 0:
-            raise LibbpfError(-fd, f"attach {target} '{self.name}'" + (f" pid {pid}" if pid >= 0 else ""))
+            raise libbpf_error(-fd, f"attach {target} '{self.name}'" + (f" pid {pid}" if pid >= 0 else ""))
         return self._link(ffi.new("int *", fd), target, destroy=_close_link_fd)
 
     def test_run(self, ctx: bytes = b"", repeat: int = 0) -> int:
@@ -717,7 +759,7 @@ class Map:
                     self.fd, kptr + done * self.key_size, vptr + done * self.value_size, count, opts
                 )
                 if ret < 0:
-                    raise LibbpfError(ffi.errno, call.operation, _take_log())
+                    raise call.error(ffi.errno)
             done += count[0]
 
     def delete(self, key: Any) -> bool:
@@ -822,7 +864,7 @@ class Map:
                 if ret < 0 and err == _errno.ENOENT:
                     return got
                 if ret < 0:
-                    raise LibbpfError(err, call.operation, _take_log())
+                    raise call.error(err)
             ffi.memmove(in_batch, out_batch, token_size)
             first = False
         return got
@@ -1007,7 +1049,7 @@ class RingBuffer:
             self._set_buffer(bigger)
             fn, args = lib.ring_buffer__consume, ()
         if ret < 0 and ret != -_errno.EINTR:
-            raise LibbpfError(-ret, f"consume ring buffer '{self.map.name}'", _take_log())
+            raise libbpf_error(-ret, f"consume ring buffer '{self.map.name}'", _take_log())
         view = np.frombuffer(self._buf, self.dtype, self._sink.count)
         view.flags.writeable = False
         return view
@@ -1036,7 +1078,7 @@ class RingBuffer:
         self._count_sink.count = 0
         ret = lib.ring_buffer__consume(self._counter)
         if ret < 0:
-            raise LibbpfError(-ret, f"consume ring buffer '{self.map.name}'", _take_log())
+            raise libbpf_error(-ret, f"consume ring buffer '{self.map.name}'", _take_log())
         return self._count_sink.count
 
     def close(self) -> None:

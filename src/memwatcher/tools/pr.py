@@ -44,7 +44,7 @@ import numpy as np
 import typer
 
 from .. import kernel
-from ..errors import NotSupportedError
+from ..errors import NotSupportedError, PrivilegeError
 from ..libbpf import BTF, BPFObject, LibbpfError, MemwatcherError, RingBuffer, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
@@ -624,7 +624,7 @@ class PageReclaim:
         attempts = {None: [(variants[0], True)], True: [(v, True) for v in variants], False: []}[want]
         if not want:
             attempts += [(v, False) for v in variants]
-        errors = []
+        failures: list[tuple[str, LibbpfError]] = []
         self._obj: BPFObject | None = None
         for variant, with_sc in attempts:
             try:
@@ -633,11 +633,13 @@ class PageReclaim:
                 self.scan_control = with_sc
                 break
             except LibbpfError as e:
-                errors.append(f"{variant}{' + shrink_node' if with_sc else ''}: {e}")
+                failures.append((f"{variant}{' + shrink_node' if with_sc else ''}", e))
                 if with_sc and want is None:
                     self.scan_control_error = str(e)
         if self._obj is None:
-            raise MemwatcherError("cannot load the pr programs: " + "; ".join(errors))
+            if all(isinstance(e, PrivilegeError) for _, e in failures):
+                raise failures[-1][1]  # the kernel refused us every time: exit 77, like any report
+            raise MemwatcherError("cannot load the pr programs: " + "; ".join(f"{what}: {e}" for what, e in failures))
         self.zone_names = kernel.zone_names(BTF.vmlinux()) if self.scan_control else {}
         self._ring = RingBuffer(self._obj.maps.events, self.layouts.pr_event) if self.options.events else None
 
