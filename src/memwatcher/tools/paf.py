@@ -492,15 +492,15 @@ def _zone_state(rec: np.void) -> tuple[int, int, int, int, int, int, int]:
     allocator and /proc/zoneinfo use them; a transiently negative free count
     reads as 0.
     """
-    boost = int(rec["boost"])
+    boost = int(rec["boost_pages"])
     return (
-        int(rec["wmark_min"]) + boost,
-        int(rec["wmark_low"]) + boost,
-        int(rec["wmark_high"]) + boost,
+        int(rec["wmark_min_pages"]) + boost,
+        int(rec["wmark_low_pages"]) + boost,
+        int(rec["wmark_high_pages"]) + boost,
         boost,
-        int(rec["present"]),
-        int(rec["managed"]),
-        max(int(rec["free"]), 0),
+        int(rec["present_pages"]),
+        int(rec["managed_pages"]),
+        max(int(rec["free_pages"]), 0),
     )
 
 

@@ -100,7 +100,7 @@ _HOOKS: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 _VARIANTS = ("tp_btf", "raw_tp")
 
-# struct pr_lru counters that come from a struct reclaim_stat member.
+# struct pr_lru counters (named without their _pages) that come from a struct reclaim_stat member.
 _STAT_MEMBERS = {
     "dirty": "nr_dirty",
     "unqueued_dirty": "nr_unqueued_dirty",
@@ -112,7 +112,6 @@ _STAT_MEMBERS = {
     "ref_keep": "nr_ref_keep",
     "unmap_fail": "nr_unmap_fail",
 }
-_ACTIVE_FIELDS = ("active_shrinks", "active_taken", "active_kept", "deactivated", "referenced")
 
 
 def parse_node_list(text: str) -> int:
@@ -394,10 +393,10 @@ class Snapshot:
                         kind=SC_KINDS[key // slots],
                         priority=key % slots,
                         calls=int(r["calls"]),
-                        scanned_pages=int(r["scanned"]),
-                        reclaimed_pages=int(r["reclaimed"]),
-                        to_reclaim_pages=int(r["to_reclaim"]),
-                        goal_met_calls=int(r["goal_met"]),
+                        scanned_pages=int(r["scanned_pages"]),
+                        reclaimed_pages=int(r["reclaimed_pages"]),
+                        to_reclaim_pages=int(r["to_reclaim_pages"]),
+                        goal_met_calls=int(r["goal_met_calls"]),
                         duration_ns=int(r["duration_ns"]),
                     )
                 )
@@ -453,15 +452,15 @@ class Snapshot:
             return int(anon[name]) + int(file[name])
 
         def stat(name: str) -> int | None:
-            return lru(name) if name in av.stat_fields else None
+            return lru(f"{name}_pages") if name in av.stat_fields else None
 
         def whole(name: str, ok: bool) -> int | None:
             return int(self.totals[name]) if ok and nid is None else None
 
         return ReclaimSample(
             node=nid,
-            scanned_pages=lru("scanned"),
-            reclaimed_pages=lru("reclaimed"),
+            scanned_pages=lru("scanned_pages"),
+            reclaimed_pages=lru("reclaimed_pages"),
             dirty_pages=stat("dirty"),
             unqueued_dirty_pages=stat("unqueued_dirty"),
             congested_pages=stat("congested"),
@@ -471,13 +470,13 @@ class Snapshot:
             activated_pages=stat("activated"),
             ref_keep_pages=stat("ref_keep"),
             unmap_fail_pages=stat("unmap_fail"),
-            scanned_anon_pages=int(anon["scanned"]),
-            scanned_file_pages=int(file["scanned"]),
-            reclaimed_anon_pages=int(anon["reclaimed"]),
-            reclaimed_file_pages=int(file["reclaimed"]),
+            scanned_anon_pages=int(anon["scanned_pages"]),
+            scanned_file_pages=int(file["scanned_pages"]),
+            reclaimed_anon_pages=int(anon["reclaimed_pages"]),
+            reclaimed_file_pages=int(file["reclaimed_pages"]),
             shrink_inactive_calls=lru("inactive_shrinks"),
-            active_scanned_pages=lru("active_taken") if av.active else None,
-            deactivated_pages=lru("deactivated") if av.active else None,
+            active_scanned_pages=lru("active_taken_pages") if av.active else None,
+            deactivated_pages=lru("deactivated_pages") if av.active else None,
             direct_reclaims=whole("direct_reclaims", av.direct),
             direct_reclaim_ns=whole("direct_reclaim_ns", av.direct),
             direct_reclaimed_pages=whole("direct_reclaimed_pages", av.direct),
@@ -730,8 +729,8 @@ def decode_events(records: np.ndarray, available: Available) -> list[ShrinkEvent
     """Ring buffer records (``struct pr_event``) as :class:`ShrinkEvent`."""
     present = available.stat_fields
 
-    def stat(r: np.void, name: str, value: int) -> int | None:
-        return value if name in present else None
+    def stat(r: np.void, name: str) -> int | None:
+        return int(r[f"{name}_pages"]) if name in present else None
 
     out = []
     for r in records:
@@ -745,17 +744,19 @@ def decode_events(records: np.ndarray, available: Available) -> list[ShrinkEvent
                 lru=LRUS[1 if r["file"] else 0],
                 reclaimer=RECLAIMERS[min(int(r["reclaimer"]), 2)],
                 priority=int(r["priority"]),
-                scanned_pages=int(r["scanned"]),
-                reclaimed_pages=int(r["reclaimed"]),
-                dirty_pages=stat(r, "dirty", int(r["dirty"])),
-                unqueued_dirty_pages=stat(r, "unqueued_dirty", int(r["unqueued_dirty"])),
-                congested_pages=stat(r, "congested", int(r["congested"])),
-                writeback_pages=stat(r, "writeback", int(r["writeback"])),
-                immediate_pages=stat(r, "immediate", int(r["immediate"])),
-                pageout_pages=stat(r, "pageout", int(r["pageout"])),
-                activated_pages=stat(r, "activated", int(r["activate_anon"]) + int(r["activate_file"])),
-                ref_keep_pages=stat(r, "ref_keep", int(r["ref_keep"])),
-                unmap_fail_pages=stat(r, "unmap_fail", int(r["unmap_fail"])),
+                scanned_pages=int(r["scanned_pages"]),
+                reclaimed_pages=int(r["reclaimed_pages"]),
+                dirty_pages=stat(r, "dirty"),
+                unqueued_dirty_pages=stat(r, "unqueued_dirty"),
+                congested_pages=stat(r, "congested"),
+                writeback_pages=stat(r, "writeback"),
+                immediate_pages=stat(r, "immediate"),
+                pageout_pages=stat(r, "pageout"),
+                activated_pages=(
+                    int(r["activate_anon_pages"]) + int(r["activate_file_pages"]) if "activated" in present else None
+                ),
+                ref_keep_pages=stat(r, "ref_keep"),
+                unmap_fail_pages=stat(r, "unmap_fail"),
             )
         )
     return out
