@@ -61,6 +61,7 @@ from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer, timestamp
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ._lifecycle import BPFReport
 
 __all__ = [
     "AllocCount",
@@ -504,18 +505,18 @@ def _zone_state(rec: np.void) -> tuple[int, int, int, int, int, int, int]:
     )
 
 
-class PageAllocTracer:
-    """Loads and attaches paf.bpf.o; a context manager (closes everything on exit)."""
+class PageAllocTracer(BPFReport):
+    """Loads and attaches paf.bpf.o; a context manager (loads on entry, closes everything on exit)."""
 
     def __init__(self, options: PafOptions | None = None) -> None:
+        super().__init__()
         self.options = options or PafOptions()
         self.layout: FlagsLayout | None = None
-        self._stack = ExitStack()
         self._obj: BPFObject | None = None
         self._ring: RingBuffer | None = None
         self._prev_zone: dict[tuple[int, int], tuple[int, int, int]] = {}
 
-    def __enter__(self) -> PageAllocTracer:
+    def _load(self) -> None:
         kernel.require_bpf()
         pid = self.options.pid
         if pid is not None and not Path(f"/proc/{pid}").exists():
@@ -532,12 +533,7 @@ class PageAllocTracer:
         self.zone_names = kernel.zone_names(btf)
         self.migratetypes = _migratetype_names(btf)
         self.layout = self._calibrate(btf)
-        try:
-            self._open(zone_enum)
-        except BaseException:
-            self.close()
-            raise
-        return self
+        self._open(zone_enum)
 
     def _configure(self, obj: BPFObject) -> None:
         obj.rodata.nr_nodes = self.nr_nodes
@@ -560,7 +556,7 @@ class PageAllocTracer:
         return find_flags_layout(samples, self.nr_zones, _max_numnodes(btf), 8 * ctypes.sizeof(ctypes.c_long))
 
     def _open(self, zone_enum: dict[str, int]) -> None:
-        obj = self._stack.enter_context(BPFObject.open(object_path("paf")))
+        obj = self._owned.enter_context(BPFObject.open(object_path("paf")))
         self._obj = obj
         self._configure(obj)
         obj.rodata.target_tgid = self.options.pid or 0
@@ -690,10 +686,7 @@ class PageAllocTracer:
     def close(self) -> None:
         self._ring = None
         self._obj = None
-        self._stack.close()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
 # ---------------------------------------------------------------- CLI
