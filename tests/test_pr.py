@@ -448,8 +448,8 @@ def test_scan_control_falls_back_cleanly(monkeypatch: pytest.MonkeyPatch) -> Non
         assert total.node_shrinks is None and total.min_priority is None
         assert rec.read().scan_control() == []
     assert _open_fds() == before
-    with pytest.raises(pr.MemwatcherError, match="shrink_node"):
-        pr.PageReclaim(pr.PrOptions(scan_control=True))
+    with pytest.raises(pr.MemwatcherError, match="shrink_node"), pr.PageReclaim(pr.PrOptions(scan_control=True)):
+        pass
     assert _open_fds() == before
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,7 @@ from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, Writer, human_ns, make_writer, timestamp
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ._lifecycle import BPFReport
 
 __all__ = [
     "LatencyHistogram",
@@ -594,16 +596,21 @@ class PrOptions:
     scan_control: bool | None = None
 
 
-class PageReclaim:
-    """Loaded and attached pr programs (a context manager; :meth:`close` is idempotent).
+class PageReclaim(BPFReport):
+    """Loaded and attached pr programs (a context manager: loads on entry; :meth:`close` is idempotent).
 
-    ``variant`` is the tracepoint flavor loaded, ``scan_control`` whether the
-    shrink_node() programs run, ``scan_control_error`` why not (None if they
-    run or were not wanted).
+    Once entered, ``variant`` is the tracepoint flavor loaded, ``scan_control``
+    whether the shrink_node() programs run, ``scan_control_error`` why not
+    (None if they run or were not wanted).
     """
 
     def __init__(self, options: PrOptions | None = None) -> None:
+        super().__init__()
         self.options = options or PrOptions()
+        self._obj: BPFObject | None = None
+        self._ring: RingBuffer | None = None
+
+    def _load(self) -> None:
         kernel.require_bpf()
         self.available = Available.probe()
         self.layouts = header("pr")
@@ -624,10 +631,9 @@ class PageReclaim:
         if not want:
             attempts += [(v, False) for v in variants]
         failures: list[tuple[str, LibbpfError]] = []
-        self._obj: BPFObject | None = None
         for variant, with_sc in attempts:
             try:
-                self._obj = self._load(variant, with_sc)
+                self._obj = self._open(variant, with_sc)
                 self.variant = variant
                 self.scan_control = with_sc
                 break
@@ -642,10 +648,11 @@ class PageReclaim:
         self.zone_names = kernel.zone_names(BTF.vmlinux()) if self.scan_control else {}
         self._ring = RingBuffer(self._obj.maps.events, self.layouts.pr_event) if self.options.events else None
 
-    def _load(self, variant: str, scan_control: bool) -> BPFObject:
+    def _open(self, variant: str, scan_control: bool) -> BPFObject:
+        """pr's object with one variant's programs loaded and attached, then owned; closed again if a step fails."""
         status = _hook_status()
-        obj = BPFObject.open(object_path("pr"))
-        try:
+        with ExitStack() as attempt:
+            obj = attempt.enter_context(BPFObject.open(object_path("pr")))
             for _, suffix, group in _HOOKS.values():
                 for v in _VARIANTS:
                     obj.programs[f"{v}_{suffix}"].autoload = v == variant and status[group][0]
@@ -657,9 +664,7 @@ class PageReclaim:
             obj.maps.events.max_entries = self.options.ring_bytes if self.options.events else 4096
             obj.load()
             obj.attach()
-        except BaseException:
-            obj.close()
-            raise
+            self._owned.enter_context(attempt.pop_all())
         return obj
 
     @property
@@ -713,16 +718,9 @@ class PageReclaim:
         return int(self.obj.bss.events_dropped)
 
     def close(self) -> None:
-        if self._obj is not None:
-            self._obj.close()
-            self._obj = None
-            self._ring = None
-
-    def __enter__(self) -> PageReclaim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._ring = None
+        self._obj = None
+        super().close()
 
 
 def decode_events(records: np.ndarray, available: Available) -> list[ShrinkEvent]:
@@ -990,8 +988,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         view = "latency" if latency else ("events" if events else ("scan_control" if scan_control else "counters"))
         opts = PrOptions(events=events, variant=variant, scan_control=True if scan_control else None)
-        with slow_step("loading and attaching pr..."):
-            loaded = PageReclaim(opts)
-        with loaded as pr, stop_on_signals() as stop:
+        with ExitStack() as stack:
+            with slow_step("loading and attaching pr..."):
+                pr = stack.enter_context(PageReclaim(opts))
+            stop = stack.enter_context(stop_on_signals())
             reporter = _Reporter(pr, view, output, per_node)
             run_periodic(schedule(interval, duration, count), reporter.sample, stop)
