@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -51,6 +52,7 @@ from ..output import Column, Writer, make_writer, timestamp
 from ..pressure import SYSTEM_MEMORY_PRESSURE, Pressure, read_pressure
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ._lifecycle import BPFReport
 
 __all__ = [
     "COUNTERS",
@@ -319,13 +321,16 @@ class SysStatOptions:
     variant: str | None = None
 
 
-class SysStat:
-    """Loaded and attached sysstat BPF programs (a context manager; close() is idempotent)."""
+class SysStat(BPFReport):
+    """Loaded and attached sysstat BPF programs (a context manager: loads on entry; close() is idempotent)."""
 
     def __init__(self, options: SysStatOptions | None = None) -> None:
+        super().__init__()
         self.options = options or SysStatOptions()
         if self.options.min_period_ms < 0:
             raise ValueError("min_period_ms must be >= 0")
+
+    def _load(self) -> None:
         kernel.require_bpf()
         variant = self.options.variant or plan().variant
         if variant not in _VARIANTS:
@@ -345,28 +350,14 @@ class SysStat:
         possible = _node_list("possible")
         self.nr_nodes = max(possible) + 1 if possible else 1
         self.memory_nodes = _node_list("has_memory") if Path("/sys/devices/system/node").is_dir() else [0]
-        self._obj = BPFObject.open(object_path("sysstat"))
-        try:
-            obj = self._obj
-            obj.rodata.min_period_ns = int(self.options.min_period_ms * 1_000_000)
-            obj.rodata.nr_nodes = self.nr_nodes
-            obj.maps.nodes.max_entries = self.nr_nodes
-            for name, prog in _PROGRAMS.items():
-                obj.programs[prog].autoload = name == variant
-            obj.load()
-            obj.programs[_PROGRAMS[variant]].attach()
-        except BaseException:
-            self._obj.close()
-            raise
-
-    def close(self) -> None:
-        self._obj.close()
-
-    def __enter__(self) -> SysStat:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._obj = obj = self._owned.enter_context(BPFObject.open(object_path("sysstat")))
+        obj.rodata.min_period_ns = int(self.options.min_period_ms * 1_000_000)
+        obj.rodata.nr_nodes = self.nr_nodes
+        obj.maps.nodes.max_entries = self.nr_nodes
+        for name, prog in _PROGRAMS.items():
+            obj.programs[prog].autoload = name == variant
+        obj.load()
+        obj.programs[_PROGRAMS[variant]].attach()
 
     def snapshot(self) -> None:
         """Take a snapshot now (BPF_PROG_TEST_RUN of ``snapshot_now``)."""
@@ -530,8 +521,9 @@ def register(app: typer.Typer) -> None:
         if variant is not None and variant not in _VARIANTS:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         groups = _resolve_groups(group, all_groups, output)
-        with slow_step("loading and attaching sysstat..."):
-            loaded = SysStat(SysStatOptions(min_period_ms=min_period_ms, variant=variant))
-        with loaded as stat, stop_on_signals() as stop:
+        with ExitStack() as stack:
+            with slow_step("loading and attaching sysstat..."):
+                stat = stack.enter_context(SysStat(SysStatOptions(min_period_ms=min_period_ms, variant=variant)))
+            stop = stack.enter_context(stop_on_signals())
             writer = make_writer(output, columns_for(groups, per_node, table=output == OutputFormat.table))
             run_periodic(schedule(interval, duration, count), _Reporter(stat, writer, per_node).sample, stop)
