@@ -56,7 +56,6 @@ from ._errors import (
     LibbpfNotSupportedError,
     LibbpfPrivilegeError,
     VerifierError,
-    libbpf_error,
     set_debug_log,
 )
 from .btf import BTF
@@ -67,7 +66,6 @@ from .map import BPF_NOEXIST, Map
 from .object import BPFObject
 from .program import Program
 from .ringbuf import RingBuffer
-from .variables import Variables
 
 __all__ = [
     "BPF_NOEXIST",
@@ -84,10 +82,8 @@ __all__ = [
     "PrivilegeError",
     "Program",
     "RingBuffer",
-    "Variables",
     "VerifierError",
     "core_relocations",
-    "libbpf_error",
     "libbpf_path",
     "libbpf_version",
     "possible_cpus",
