@@ -20,5 +20,7 @@ class BuildWithBPF(build_py):
 setup(
     cmdclass={"build_py": BuildWithBPF},
     cffi_modules=["src/memwatcher/_libbpf_build.py:ffibuilder", "src/memwatcher/_cfi_build.py:ffibuilder"],
+    # <prefix>/share/man/man1: man finds it from the bin/ directory on PATH (a venv's too).
+    data_files=[("share/man/man1", ["docs/memwatcher.1"])],
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -337,7 +337,9 @@ static __always_inline bool wanted(__u64 size)
 
 static __always_inline void combined_add(__s64 stack_id, __u64 size)
 {
-	struct memleak_combined *c, init = { .bytes = size, .allocs = 1 };
+	struct memleak_combined *c, init = {
+		.bytes = size, .allocs = 1, .allocated_bytes = size, .allocations = 1
+	};
 
 	c = bpf_map_lookup_elem(&combined, &stack_id);
 	if (!c) {
@@ -352,8 +354,12 @@ static __always_inline void combined_add(__s64 stack_id, __u64 size)
 	}
 	__sync_fetch_and_add(&c->bytes, size);
 	__sync_fetch_and_add(&c->allocs, 1);
+	__sync_fetch_and_add(&c->allocated_bytes, size);
+	__sync_fetch_and_add(&c->allocations, 1);
 }
 
+/* The row stays at zero outstanding: there are no more rows than stack ids,
+ * which the stack map bounds already. */
 static __always_inline void combined_sub(__s64 stack_id, __u64 size)
 {
 	struct memleak_combined *c = bpf_map_lookup_elem(&combined, &stack_id);
@@ -361,8 +367,9 @@ static __always_inline void combined_sub(__s64 stack_id, __u64 size)
 	if (!c)
 		return;
 	__sync_fetch_and_sub(&c->bytes, size);
-	if (__sync_fetch_and_sub(&c->allocs, 1) == 1)
-		bpf_map_delete_elem(&combined, &stack_id);
+	__sync_fetch_and_sub(&c->allocs, 1);
+	__sync_fetch_and_add(&c->freed_bytes, size);
+	__sync_fetch_and_add(&c->frees, 1);
 }
 
 static __always_inline void free_key(__u64 key)

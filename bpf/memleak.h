@@ -37,10 +37,15 @@ struct memleak_alloc {
 	__s64 stack_id;   /* id in `stacks`, negative: the stack was not recorded */
 };
 
-/* Value of the `combined` map, keyed by stack id (__s64). */
+/* Value of the `combined` map, keyed by stack id (__s64). A row stays when
+ * nothing is outstanding: its totals since tracing began are kept. */
 struct memleak_combined {
-	__u64 bytes;      /* outstanding bytes from this stack */
-	__u64 allocs;     /* outstanding allocations from this stack */
+	__u64 bytes;           /* outstanding bytes from this stack */
+	__u64 allocs;          /* outstanding allocations from this stack */
+	__u64 allocated_bytes; /* allocated from this stack since tracing began */
+	__u64 allocations;
+	__u64 freed_bytes;     /* of those, freed */
+	__u64 frees;
 };
 
 /* Value of the `inflight` map, keyed by thread id: an allocator call between

@@ -204,7 +204,7 @@ static __always_inline void sample_task(struct task_struct *task)
 	__u64 parts[RSS_N], rss;
 	__u32 tgid, flags = 0;
 	bool fresh_entry = false;
-	__u64 now_jiffies;
+	__u64 now_jiffies, exec_id;
 
 	if (!mm) /* kernel thread */
 		return;
@@ -248,10 +248,12 @@ static __always_inline void sample_task(struct task_struct *task)
 		e->last_seen_jiffies = now_jiffies;
 		e->last_seen_ns = bpf_ktime_get_ns();
 	}
-	/* The comm changes with exec, which also replaces the mm; a rename
+	/* The comm changes with exec, which counts in self_exec_id (the new mm
+	 * may reuse the freed one's address, so the mm cannot tell); a rename
 	 * (prctl PR_SET_NAME) shows within PROCSTAT_COMM_REFRESH switches. */
-	if (fresh_entry || e->mm_addr != (__u64)mm || !(e->switches % PROCSTAT_COMM_REFRESH)) {
-		e->mm_addr = (__u64)mm;
+	exec_id = task->group_leader->self_exec_id;
+	if (fresh_entry || e->exec_id != exec_id || !(e->switches % PROCSTAT_COMM_REFRESH)) {
+		e->exec_id = exec_id;
 		bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), task->group_leader->comm);
 	}
 	__sync_fetch_and_add(&e->switches, 1);

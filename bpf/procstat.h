@@ -29,7 +29,7 @@ struct procstat_entry {
 	 * (jiffy) of the last sample: precise to a scheduler tick. */
 	__u64 last_seen_ns;
 	__u64 last_seen_jiffies;
-	__u64 mm_addr; /* the mm sampled last (internal: tells an exec) */
+	__u64 exec_id; /* the leader's self_exec_id at the last comm read (internal: tells an exec) */
 	__u32 tgid;
 	__u32 flags; /* PROCSTAT_F_* */
 	char comm[PROCSTAT_COMM_LEN]; /* the thread group leader's comm */

@@ -18,6 +18,8 @@ apt_packages=(
   elfutils              # eu-addr2line: symbolization agreement test
   prometheus            # a real server scrapes the exporter in its test
   golang-go             # go tool pprof: a real reader of memleak's pprof output
+  man-db systemd        # man and systemd-analyze verify: the installed man page and the unit file
+  chromium fonts-liberation  # headless browser for the HTML report's tests (the fonts are only recommended)
 )
 missing=()
 for p in "${apt_packages[@]}"; do

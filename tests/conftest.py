@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,26 @@ def vmstat() -> dict[str, int]:
     for line in Path("/proc/vmstat").read_text().splitlines():
         key, value = line.split()
         out[key] = int(value)
+    return out
+
+
+def setpriv_nobody(caps: Sequence[str] = ()) -> list[str]:
+    """A setpriv(1) prefix that runs a command as nobody (uid/gid 65534, no groups) holding
+    exactly ``caps`` (e.g. "bpf", "perfmon"): inheritable, ambient, and nothing more in the bounding set."""
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if caps:
+        wanted = ",".join(f"+{cap.lower()}" for cap in caps)
+        cmd += [f"--inh-caps={wanted}", f"--ambient-caps={wanted}", f"--bounding-set=-all,{wanted}"]
+    return cmd
+
+
+def meminfo_bytes() -> dict[str, int]:
+    """/proc/meminfo's kB lines, in bytes."""
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.endswith(" kB"):
+            out[key] = int(value.split()[0]) * 1024
     return out
 
 

@@ -42,12 +42,13 @@ from conftest import (
     Cgroup,
     fs_type,
     kib,
+    meminfo_bytes,
     memory_limited_cgroup,
     proc_status,
     requires_bpf,
     vmstat,
 )
-from memwatcher import exporter, kernel
+from memwatcher import exporter, kernel, processes
 from memwatcher.pressure import read_pressure
 from memwatcher.tools import paf, pr, procstat, sysstat
 
@@ -102,56 +103,44 @@ ALLOWED_LABELS = {
     "pid", "comm", "node", "zone", "lru", "kind", "report", "reason", "trigger", "le", "code", "window", "cgroup",
     "container",
 }  # fmt: skip
-NON_BASE_UNITS = {"pages", "kb", "kib", "mb", "mib", "ms", "us", "ns", "milliseconds", "microseconds", "percent"}
 
 
 # ---------------------------------------------------------------- the lint
 
 
-def lint_exposition(text: str, top_processes: int) -> list[str]:
-    """Convention violations in a text exposition (empty: clean)."""
+def promtool_problems(text: str) -> list[str]:
+    """What Prometheus' own linter says of an exposition (empty: clean): names, units, suffixes, HELP."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/install.sh installs it (Debian package prometheus)"
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    problems = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return problems or ([f"promtool exited {done.returncode}"] if done.returncode else [])
+
+
+def label_problems(text: str, top_processes: int) -> list[str]:
+    """What promtool does not judge (empty: clean): our prefix, bounded labels, pid and comm only
+    on the per-process metrics and no more per-process series than asked for."""
     problems = []
-    pids = set()
+    series = set()
     for family in text_string_to_metric_families(text):
         name = family.name
         if not name.startswith("memwatcher_"):
             problems.append(f"{name}: no memwatcher_ prefix")
-        if not re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", name):
-            problems.append(f"{name}: not snake_case")
-        if not family.documentation.strip():
-            problems.append(f"{name}: no HELP")
-        words = name.split("_")
-        if NON_BASE_UNITS & set(words):
-            problems.append(f"{name}: non-base unit {sorted(NON_BASE_UNITS & set(words))}")
-        for unit in ("bytes", "seconds"):
-            if unit in words[:-1]:
-                problems.append(f"{name}: unit {unit} is not the suffix")
-        if family.type == "counter":
-            # The parser renames counter samples to *_total: check the raw lines.
-            raw = re.compile(rf"^{re.escape(name)}(\{{| )", re.M)
-            if raw.search(text):
-                problems.append(f"{name}: counter sample without _total")
-        elif family.type == "gauge":
-            if name.endswith("_total"):
-                problems.append(f"{name}: gauge named like a counter")
-        elif family.type == "histogram":
-            if not name.endswith("_seconds") and not name.endswith("_bytes"):
-                problems.append(f"{name}: histogram without a base unit")
-        else:
-            problems.append(f"{name}: unexpected type {family.type}")
         for s in family.samples:
             for label in s.labels:
                 if label not in ALLOWED_LABELS:
                     problems.append(f"{name}: label {label} may have unbounded cardinality")
-                if not re.fullmatch(r"[a-z][a-z0-9_]*", label):
-                    problems.append(f"{name}: label {label} not snake_case")
             if ("pid" in s.labels or "comm" in s.labels) and not name.startswith("memwatcher_process_"):
                 problems.append(f"{name}: pid/comm outside the per-process metrics")
-            if "pid" in s.labels:
-                pids.add(s.labels["pid"])
-    if len(pids) > top_processes:
-        problems.append(f"{len(pids)} pids exported, more than the top {top_processes}")
+            if name.startswith("memwatcher_process_"):
+                series.add(tuple(sorted(s.labels.items())))
+    if len(series) > top_processes:
+        problems.append(f"{len(series)} per-process series exported, more than the top {top_processes}")
     return problems
+
+
+def lint_exposition(text: str, top_processes: int) -> list[str]:
+    return promtool_problems(text) + label_problems(text, top_processes)
 
 
 # ---------------------------------------------------------------- fast tests
@@ -192,6 +181,26 @@ def _proc(pid: int, rss: int) -> procstat.ProcessMemory:
     )
 
 
+def _member(pid: int, comm: str, rss: int) -> procstat.ProcessMemory:
+    return _proc(pid, rss)._replace(comm=comm)
+
+
+def test_process_series_sum_alike_processes_and_rank_by_rss() -> None:
+    procs = [_member(1, "php", 10), _member(2, "php", 20), _member(3, "php", 25), _member(4, "db", 40)]
+    cgroups = {1: "/a", 2: "/a", 3: "/b", 4: "/a"}
+
+    def series(n: int, key: str) -> list[tuple[tuple[str, ...], int, int]]:
+        found = exporter.process_series(procs, n, key, lambda p: cgroups[p.pid])
+        return [(s.labels, s.processes, s.sizes["rss_bytes"]) for s in found]
+
+    assert series(2, "name") == [(("db", "/a"), 1, 40), (("php", "/a"), 2, 30)]
+    assert series(3, "name")[2] == (("php", "/b"), 1, 25)
+    assert series(2, "pid") == [(("4", "db", "/a"), 1, 40), (("3", "php", "/b"), 1, 25)]
+    assert series(0, "name") == []
+    with pytest.raises(ValueError):
+        series(1, "user")
+
+
 def test_top_by_rss_keeps_the_largest() -> None:
     procs = [_proc(pid, rss) for pid, rss in ((1, 10), (2, 30), (3, 20), (4, 30))]
     assert [p.pid for p in exporter.top_by_rss(procs, 3)] == [2, 4, 3]
@@ -213,16 +222,20 @@ class _FakePaf:
         return paf.PafSample(zones, [], [], 0, 0)
 
 
+# Above any pid the kernel hands out (PID_MAX_LIMIT): no /proc entry, so no cgroup.
+_FAKE_PID_BASE = 1 << 23
+
+
 class _FakeProcStat:
     dropped = 3
 
     def read(self) -> list[procstat.ProcessMemory]:
-        return [_proc(pid, pid * 4096) for pid in range(1, 50)]
+        return [_proc(_FAKE_PID_BASE + i, i * 4096) for i in range(1, 50)]
 
 
-def _fake_collector(top: int) -> tuple[exporter.MemwatcherCollector, CollectorRegistry]:
+def _fake_collector(top: int, process_key: str = "name") -> tuple[exporter.MemwatcherCollector, CollectorRegistry]:
     reports = SimpleNamespace(procstat=_FakeProcStat(), sysstat=None, paf=_FakePaf(), pr=None, oom=None)
-    collector = exporter.MemwatcherCollector(reports, top_processes=top)  # type: ignore[arg-type]
+    collector = exporter.MemwatcherCollector(reports, top_processes=top, process_key=process_key)  # type: ignore[arg-type]
     registry = CollectorRegistry()
     registry.register(collector)
     return collector, registry
@@ -251,9 +264,11 @@ def test_fake_reports_accumulate_deltas_and_pass_the_lint() -> None:
     assert second[("memwatcher_zone_free_bytes", zone)] == 500 * page
     # The empty zone has counters but no gauges.
     assert not any(k[0] == "memwatcher_zone_free_bytes" and ("zone", "Movable") in k[1] for k in second)
-    pids = {dict(k[1])["pid"] for k in second if k[0] == "memwatcher_process_rss_bytes"}
-    assert pids == {"45", "46", "47", "48", "49"}
-    assert second[("memwatcher_process_rss_bytes", (("comm", "p49"), ("pid", "49")))] == 49 * 4096
+    names = {dict(k[1])["comm"] for k in second if k[0] == "memwatcher_process_rss_bytes"}
+    assert names == {f"p{_FAKE_PID_BASE + i}" for i in range(45, 50)}
+    series = (("cgroup", ""), ("comm", f"p{_FAKE_PID_BASE + 49}"))
+    assert second[("memwatcher_process_rss_bytes", series)] == 49 * 4096
+    assert second[("memwatcher_process_instances", series)] == 1
     assert second[("memwatcher_processes_untracked_total", ())] == 3
     assert second[("memwatcher_exporter_scrapes_total", ())] == 2
     assert second[("memwatcher_exporter_report_loaded", (("report", "sysstat"),))] == 0
@@ -262,14 +277,14 @@ def test_fake_reports_accumulate_deltas_and_pass_the_lint() -> None:
 
 def test_lint_catches_bad_names() -> None:
     bad = (
-        "# HELP memwatcher_free_pages x\n# TYPE memwatcher_free_pages gauge\nmemwatcher_free_pages 1\n"
+        "# HELP memwatcher_size_kb x\n# TYPE memwatcher_size_kb gauge\nmemwatcher_size_kb 1\n"
         "# HELP memwatcher_allocs x\n# TYPE memwatcher_allocs counter\nmemwatcher_allocs 1\n"
         '# HELP memwatcher_x_bytes x\n# TYPE memwatcher_x_bytes gauge\nmemwatcher_x_bytes{addr="1"} 1\n'
         "# HELP node_thing x\n# TYPE node_thing gauge\nnode_thing 1\n"
     )
     problems = "\n".join(lint_exposition(bad, 20))
-    assert "non-base unit" in problems
-    assert "counter sample without _total" in problems
+    assert "abbreviated units" in problems
+    assert 'should have "_total" suffix' in problems
     assert "label addr" in problems
     assert "no memwatcher_ prefix" in problems
 
@@ -423,7 +438,7 @@ def test_prometheus_scrapes_process_and_system_metrics(
     prometheus_binary: str, child: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     pid = child.pid
-    exp = Exporter("--top-processes", "100000")
+    exp = Exporter("--top-processes", "100000", "--process-key", "pid")
     prom = None
     try:
         # Before freezing: procstat has seen the child switch out.
@@ -469,11 +484,14 @@ def test_prometheus_scrapes_process_and_system_metrics(
             "memwatcher_kswapd_wakeup_requests_total",
             "memwatcher_reclaim_scanned_bytes_total",
             "memwatcher_reclaim_stall_seconds_bucket",
+            "memwatcher_page_faults_total",
+            "memwatcher_major_page_faults_total",
+            "memwatcher_swap_out_bytes_total",
+            "memwatcher_memory_swap_size_bytes",
+            "memwatcher_process_instances",
         ):
             assert name in names
-        meminfo = {
-            line.split(":")[0]: int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-        }
+        meminfo = meminfo_bytes()
         free = prom.value("sum(memwatcher_memory_free_bytes)")
         assert 0 < free <= meminfo["MemTotal"]
         assert (
@@ -512,13 +530,18 @@ def test_exposition_parses_and_follows_conventions(child: subprocess.Popen[str])
     exp = Exporter("--top-processes", "3")
     try:
         wait_until(lambda: http_get(exp.url).count("memwatcher_process_rss_bytes{") == 3, 10, "three processes")
-        before = read_pressure()
+        before, faults_before = read_pressure(), vmstat()
         text = http_get(exp.url)
-        after = read_pressure()
+        after, faults_after = read_pressure(), vmstat()
     finally:
         exp.kill()
     assert lint_exposition(text, top_processes=3) == []
     families = {f.name: f for f in text_string_to_metric_families(text)}
+    # Faults since boot lie between two reads of /proc/vmstat; swap space is /proc/meminfo's.
+    for metric, line in (("memwatcher_page_faults", "pgfault"), ("memwatcher_major_page_faults", "pgmajfault")):
+        assert faults_before[line] <= families[metric].samples[0].value <= faults_after[line], metric
+    assert families["memwatcher_memory_swap_size_bytes"].samples[0].value == meminfo_bytes()["SwapTotal"]
+    assert "memwatcher_swap_out_bytes" in families and "memwatcher_swap_in_bytes" in families
     if before is not None:  # PSI: stall totals only grow, so the scrape's lie between two reads
         stalled = {s.labels["kind"]: s.value for s in families["memwatcher_memory_pressure_stalled_seconds"].samples}
         for kind in ("some", "full"):
@@ -538,16 +561,6 @@ def test_exposition_parses_and_follows_conventions(child: subprocess.Popen[str])
     assert loaded == {"procstat": 1, "sysstat": 1, "paf": 1, "pr": 1, "oom": 1}
     rss = [s for s in families["memwatcher_process_rss_bytes"].samples]
     assert len(rss) == 3 and all(s.value > 0 for s in rss)
-    promtool = shutil.which("promtool")
-    if promtool:  # Prometheus' own lint (Debian package prometheus)
-        done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-        # "sec" in sec_page_tables (secondary page tables, /proc/meminfo SecPageTables) is not seconds.
-        problems = [
-            line
-            for line in (done.stdout + done.stderr).splitlines()
-            if line.strip() and not line.startswith("memwatcher_memory_sec_page_tables_bytes ")
-        ]
-        assert problems == [], problems
 
 
 @requires_bpf
@@ -663,6 +676,10 @@ def test_cgroup_series_follow_the_cgroup_files(memcg: Cgroup) -> None:
     assert min(before, after) - slack <= got[("memwatcher_cgroup_memory_bytes", series)] <= max(before, after) + slack
     assert got[("memwatcher_cgroup_memory_limit_bytes", series)] == LIMIT_BYTES
     assert got[("memwatcher_cgroup_oom_kills_total", series)] == 0
+    assert got[("memwatcher_cgroup_memory_limit_hits_total", series)] == memcg.limited()
+    if memcg.version == 2:  # v1 keeps no reclaim or pressure figures per cgroup
+        assert ("memwatcher_cgroup_reclaim_reclaimed_bytes_total", series) in got
+        assert ("memwatcher_cgroup_memory_pressure_stalled_seconds_total", (*series, ("kind", "full"))) in got
     assert ("memwatcher_cgroup_memory_bytes", (("cgroup", "/"), ("container", ""))) not in got  # the root: sysstat's
 
 
@@ -920,3 +937,60 @@ def test_slow_clients_do_not_stall_scrapes() -> None:
     assert err.count("bad request from") == 1, err
     assert err.count("connections open: closing the oldest") == 1, err
     assert "bpf fds left: 0 []" in err, err
+
+
+# A child that holds argv[1] MiB, says "ready" and sleeps.
+HOLDER = r"""
+import sys, time
+held = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@requires_bpf
+def test_per_process_series_keep_one_identity_across_pids(tmp_path: Path) -> None:
+    """Five processes of one name in one cgroup, two at a time then one by one: one series."""
+    name = f"mwchurn{os.getpid() % 1000}"
+    named_python = tmp_path / name  # exec'd by this name, so it is the comm
+    named_python.symlink_to(sys.executable)
+    own_cgroup = processes.process_cgroup(os.getpid()) or ""
+    series_seen: set[tuple[tuple[str, str], ...]] = set()
+    exp = Exporter("--top-processes", "100000")
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([named_python, "-c", HOLDER, "24"], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        return proc
+
+    def ours(held: list[subprocess.Popen[str]]) -> bool:
+        """Whether a scrape shows exactly the held processes under our name, summed."""
+        samples = scrape(exp.url)
+        rss = {k[1]: v for k, v in samples.items() if k[0] == "memwatcher_process_rss_bytes" and ("comm", name) in k[1]}
+        series_seen.update(rss)
+        want = sum(kib(proc_status(p.pid), "VmRSS") for p in held)
+        if len(rss) != 1:
+            return False
+        labels, value = next(iter(rss.items()))
+        return value == want and samples[("memwatcher_process_instances", labels)] == len(held)
+
+    started: list[subprocess.Popen[str]] = []
+    try:
+        started += [start(), start()]
+        wait_until(lambda: ours(started), 10, "both processes in one series")
+        for _ in range(3):
+            for p in started:
+                p.kill()
+                p.wait()
+            started.append(start())
+            wait_until(lambda: ours(started[-1:]), 10, "the next process in the same series")
+    finally:
+        exp.kill()
+        for p in started:
+            p.kill()
+            p.wait()
+    pids = {p.pid for p in started}
+    assert len(pids) == 5
+    assert series_seen == {(("cgroup", own_cgroup), ("comm", name))}

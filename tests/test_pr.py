@@ -50,13 +50,6 @@ ISSUE_KEYS = (
 # ---------------------------------------------------------------- unit tests (no BPF)
 
 
-def test_parse_node_list() -> None:
-    assert pr.parse_node_list("0\n") == 1
-    assert pr.parse_node_list("0-3\n") == 4
-    assert pr.parse_node_list("0,2-5,7") == 8
-    assert pr.parse_node_list("") == 1
-
-
 def test_bucket_bounds_cover_every_duration_once() -> None:
     slots = header("pr").constants["PR_HIST_SLOTS"]
     bounds = [pr.bucket_bounds(s, slots) for s in range(slots)]

@@ -25,14 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_test_object, requires_bpf
+from conftest import build_test_object, requires_bpf, setpriv_nobody
 
 pytestmark = requires_bpf
 
 _SCRIPT = Path(sys.executable).with_name("memwatcher")
 MEMWATCHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "memwatcher"]
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-BPF_CAPS = ["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
 TIMEOUT_S = 90
 _BAD_STDERR = ("Traceback", "Exception ignored", "Fatal Python error")
 
@@ -58,7 +56,7 @@ REPORTS = {
 
 
 def _as_nobody(args: list[str], caps: bool) -> subprocess.CompletedProcess[str]:
-    cmd = [*NOBODY, *(BPF_CAPS if caps else []), *args]
+    cmd = [*setpriv_nobody(("bpf", "perfmon") if caps else ()), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd="/")
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from memwatcher.elf import ElfLayout, Segment
+from memwatcher.errors import NoSuchProcessError
 from memwatcher.procmaps import ProcessMaps, parse_maps
 from memwatcher.symbolize import (
     Frame,
     KernelSymbols,
     KernelSymbolsHidden,
-    NoSuchProcess,
     Symbolizer,
     available_backends,
     format_frame,
@@ -337,7 +337,7 @@ def test_other_mount_namespace(bins: dict[str, Path], backend: str, tmp_path: Pa
 def test_exited_process_is_an_error() -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
-    with Symbolizer() as sym, pytest.raises(NoSuchProcess):
+    with Symbolizer() as sym, pytest.raises(NoSuchProcessError):
         sym.symbolize(proc.pid, [0x1000])
 
 

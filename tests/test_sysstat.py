@@ -24,17 +24,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import requires_bpf
+from conftest import MEMORY_HOLDER, fs_type, memory_limited_cgroup, requires_bpf
 from memwatcher import kernel
 from memwatcher.objects import header
 from memwatcher.pressure import Pressure, parse_pressure, read_pressure
 from memwatcher.tools import sysstat
 from memwatcher.tools.sysstat import COUNTERS, GROUPS, Counter, SysSample, SysStat
+from memwatcher.topology import node_ids
+from memwatcher.vmevents import SwapSpace, VmEvents, read_swap_space, read_vm_events
 
 MIB = 1 << 20
 PAGE = kernel.page_size()
@@ -224,12 +227,6 @@ def test_a_counter_below_zero_reads_as_zero_as_in_the_kernel() -> None:
     assert got["active_bytes"] == 5 * 4096  # each item clamped, then summed: as meminfo's Active
 
 
-def test_parse_node_list() -> None:
-    assert sysstat.parse_node_list("0\n") == [0]
-    assert sysstat.parse_node_list("0-2,5") == [0, 1, 2, 5]
-    assert sysstat.parse_node_list("") == []
-
-
 def test_columns_and_groups() -> None:
     from memwatcher.output import OutputFormat
 
@@ -378,7 +375,8 @@ def test_cli_json_has_every_key_and_count_stops() -> None:
     pressure_keys = {f"pressure_{f.name}" for f in dataclasses.fields(Pressure)}
     for line in lines:
         row = json.loads(line)
-        assert set(row) == {"time"} | {c.key for c in COUNTERS} | pressure_keys
+        system_keys = {c.key for c in sysstat.columns_for(["swap", "faults"], per_node=False)}
+        assert set(row) == {"time"} | {c.key for c in COUNTERS} | pressure_keys | system_keys
         assert row["free_bytes"] > 0 and row["active_bytes"] > 0
         if before is None:  # a kernel without PSI: said, and null
             assert all(row[k] is None for k in pressure_keys)
@@ -405,7 +403,7 @@ def test_cli_per_node_json_has_node() -> None:
     proc = _cli("-o", "json", "-i", "0.1", "--count", "1", "--per-node", "-g", "part1")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert sorted(r["node"] for r in rows) == sorted(sysstat._node_list("has_memory"))
+    assert sorted(r["node"] for r in rows) == sorted(node_ids("has_memory"))
     assert set(rows[0]) == {"time", "node"} | {c.key for c in COUNTERS if c.group == "part1"}
 
 
@@ -415,7 +413,8 @@ def test_cli_csv_header_and_table() -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     pressure = [f"pressure_{f.name}" for f in dataclasses.fields(Pressure)]
-    assert lines[0].split(",") == ["time"] + [c.key for c in COUNTERS] + pressure
+    system = [c.key for c in sysstat.columns_for(["swap", "faults"], per_node=False)]
+    assert lines[0].split(",") == ["time"] + [c.key for c in COUNTERS] + pressure + system
     assert len(lines) == 3
     table = _cli("-i", "0.1", "--count", "1")
     assert table.returncode == 0, table.stderr
@@ -442,3 +441,149 @@ def test_cli_sigterm_exits_cleanly() -> None:
         assert proc.wait(timeout=10) == 0
     finally:
         _stop(proc)
+
+
+# ---------------------------------------------------------------- swap and faults
+
+
+def test_event_rates_and_swap_space_from_proc_text(tmp_path: Path) -> None:
+    vmstat_file, meminfo_file = tmp_path / "vmstat", tmp_path / "meminfo"
+    vmstat_file.write_text("nr_free_pages 5\npgfault 1000\npgmajfault 10\npswpin 4\npswpout 8\n")
+    first = read_vm_events(str(vmstat_file))
+    vmstat_file.write_text("nr_free_pages 5\npgfault 3000\npgmajfault 30\npswpin 6\npswpout 8\n")
+    later = dataclasses.replace(read_vm_events(str(vmstat_file)), monotonic_ns=first.monotonic_ns + 2_000_000_000)
+    assert later.rates(first, 4096) == {
+        "page_faults_per_s": 1000.0,
+        "major_faults_per_s": 10.0,
+        "swap_in_bytes_per_s": 4096.0,
+        "swap_out_bytes_per_s": 0.0,
+    }
+    assert list(later.rates(first, 4096)) == VmEvents.rate_keys()
+    vmstat_file.write_text("pgfault 1\npgmajfault 1\n")  # CONFIG_SWAP=n: no pswp lines
+    assert read_vm_events(str(vmstat_file)).rates(first, 4096)["swap_in_bytes_per_s"] is None
+    meminfo_file.write_text("MemTotal: 999 kB\nSwapCached: 0 kB\nSwapTotal: 1024 kB\nSwapFree: 256 kB\n")
+    space = read_swap_space(str(meminfo_file))
+    assert space == SwapSpace(1 << 20, 256 << 10) and space.used_bytes == 768 << 10
+    meminfo_file.write_text("MemTotal: 999 kB\n")
+    assert read_swap_space(str(meminfo_file)) is None
+
+
+def _integrated(rows: list[dict], key: str) -> float:
+    """The sum of a per-second column times each row's interval, over every row but the first."""
+    times = [datetime.fromisoformat(r["time"]).timestamp() for r in rows]
+    return sum(rows[i][key] * (times[i] - times[i - 1]) for i in range(1, len(rows)))
+
+
+# Waits for a line, then makes anon_pages minor faults (a fresh mapping, no huge pages) and
+# file_pages major ones (a file dropped from the page cache, read a page at a time).
+FAULTER = r"""
+import mmap, os, sys
+anon_pages, path, file_pages = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+page = mmap.PAGESIZE
+sys.stdin.readline()
+anon = mmap.mmap(-1, anon_pages * page)
+anon.madvise(mmap.MADV_NOHUGEPAGE)
+for i in range(0, anon_pages * page, page):
+    anon[i] = 1
+fd = os.open(path, os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+mapped = mmap.mmap(fd, file_pages * page, prot=mmap.PROT_READ)
+mapped.madvise(mmap.MADV_RANDOM)
+total = sum(mapped[i] for i in range(0, file_pages * page, page))
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _sysstat_rows(*args: str) -> subprocess.Popen:
+    """sysstat printing JSON rows every 0.5 s until stopped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "memwatcher.cli", "sysstat", "-o", "json", "-i", "0.5", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _rows_until_stopped(cli: subprocess.Popen) -> list[dict]:
+    """The rest of the rows: two more intervals (the first may end before the workload did), then SIGTERM."""
+    time.sleep(1.2)
+    cli.send_signal(signal.SIGTERM)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 0 and "Traceback" not in err, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@requires_bpf
+def test_fault_rates_count_a_workloads_faults(tmp_path: Path) -> None:
+    anon_pages, file_pages = (128 * MIB) // PAGE, (16 * MIB) // PAGE
+    data = tmp_path / "data"
+    with open(data, "wb") as f:
+        f.write(os.urandom(file_pages * PAGE))
+        os.fsync(f.fileno())  # dirty pages would stay cached
+    # Only a disk file leaves the page cache; tmpfs and 9p keep or share it.
+    majors_expected = fs_type(data) in ("ext4", "xfs", "btrfs")
+    child = subprocess.Popen(
+        [sys.executable, "-c", FAULTER, str(anon_pages), str(data), str(file_pages)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    before = read_vm_events()
+    cli = _sysstat_rows("-g", "faults")
+    try:
+        assert cli.stdout is not None
+        rows = [json.loads(cli.stdout.readline())]  # before the workload starts
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "done\n"
+        rows += _rows_until_stopped(cli)
+    finally:
+        cli.kill()
+        child.kill()
+        child.wait()
+    after = read_vm_events()
+    assert len(rows) >= 3
+    faults, majors = _integrated(rows, "page_faults_per_s"), _integrated(rows, "major_faults_per_s")
+    # At least the workload's (a major fault counts as a fault too); at most what the whole
+    # system made while the report ran (1% for the rows' millisecond timestamps).
+    assert faults >= 0.99 * (anon_pages + file_pages)
+    assert faults <= 1.01 * (after.page_faults - before.page_faults)
+    assert majors <= 1.01 * (after.major_faults - before.major_faults)
+    if majors_expected:
+        assert majors >= 0.99 * file_pages
+
+
+@requires_bpf
+def test_swap_space_and_traffic_follow_a_swap_file_and_a_cgroup_over_its_limit(tmp_path: Path) -> None:
+    swap_file = tmp_path / "swap"
+    subprocess.run(["dd", "if=/dev/zero", f"of={swap_file}", "bs=1M", "count=192", "status=none"], check=True)
+    swap_file.chmod(0o600)
+    subprocess.run(["mkswap", str(swap_file)], check=True, capture_output=True)
+    on = subprocess.run(["swapon", str(swap_file)], capture_output=True, text=True)
+    if on.returncode != 0:
+        pytest.skip(f"no swap file here ({fs_type(swap_file)}): {on.stderr.strip()}")
+    limit_bytes, held_mib = 64 * MIB, 160
+    try:
+        with memory_limited_cgroup("memwatcher-test-swap", limit_bytes) as cg:
+            cli = _sysstat_rows("-g", "swap")
+            assert cli.stdout is not None
+            rows = [json.loads(cli.stdout.readline())]
+            holder = subprocess.Popen(
+                [sys.executable, "-c", MEMORY_HOLDER, str(cg.procs), str(held_mib)], stdout=subprocess.PIPE, text=True
+            )
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+            rows += _rows_until_stopped(cli)
+            # /proc/swaps lists each area's size in KiB, summed by the kernel from other counters.
+            areas = Path("/proc/swaps").read_text().splitlines()[1:]
+            total_bytes = sum(int(line.split()[2]) for line in areas) * 1024
+            holder.kill()
+            holder.wait()
+    finally:
+        subprocess.run(["swapoff", str(swap_file)], check=True)
+    assert all(r["swap_total_bytes"] == total_bytes for r in rows)
+    assert total_bytes >= 191 * MIB  # our file, less its header page
+    over_limit_bytes = held_mib * MIB - limit_bytes
+    assert _integrated(rows, "swap_out_bytes_per_s") >= 0.8 * over_limit_bytes
+    assert rows[-1]["swap_total_bytes"] - rows[-1]["swap_free_bytes"] >= 0.8 * over_limit_bytes

@@ -157,3 +157,13 @@ def test_a_steady_leak_a_pool_and_a_freed_stack(tmp_path: Path) -> None:
     assert held_pool["outstanding_allocs"] in (200, 201)
     assert held_pool["outstanding_bytes"] == 512 * held_pool["outstanding_allocs"]
     assert (temp["verdict"], temp["outstanding_bytes"]) == ("freed", 0)
+    # Totals since tracing began, from BPF's counters: the program's own counts.
+    since_start = ("allocations", "frees", "allocated_bytes", "freed_bytes")
+    assert [temp[k] for k in since_start] == [100, 100, 409_600, 409_600]
+    held_steady = next(s for s in held["stacks"] if s["stack_id"] == steady["stack_id"])
+    assert held_steady["frees"] == 0 and held_steady["allocated_bytes"] == held_steady["outstanding_bytes"]
+    assert held_steady["allocations"] * 1000 == held_steady["allocated_bytes"]
+    # The pool: every block past the 200 held was freed, the churn's bytes all accounted.
+    assert held_pool["allocations"] - held_pool["frees"] == held_pool["outstanding_allocs"]
+    assert held_pool["allocated_bytes"] - held_pool["freed_bytes"] == held_pool["outstanding_bytes"]
+    assert held_pool["frees"] > 0 and held_pool["freed_bytes"] == 512 * held_pool["frees"]

@@ -22,7 +22,7 @@ TOP = Path(__file__).resolve().parents[1]
 
 # One short run of each report.
 SHORT_RUN = {
-    "memleak": ["--command", "sleep 0.5", "--output", "json"],
+    "memleak": ["--command", "sleep 0.5", "--output", "json", "--html", "leaks.html"],  # the page's assets too
     "oom": ["--duration", "0.5", "--output", "json"],  # prints a record per kill only: none here
 }
 DEFAULT_SHORT_RUN = ["--count", "1", "--interval", "0.3", "--output", "json"]
@@ -81,3 +81,29 @@ def test_wheel_runs_without_system_libbpf(wheel_venv: Path) -> None:
         proc = run_isolated(wheel_venv, name, *SHORT_RUN.get(name, DEFAULT_SHORT_RUN))
         assert proc.returncode == 0, (name, proc.stderr)
         assert proc.stdout.strip() or (name == "oom" and "watching for OOM kills" in proc.stderr), name
+    assert "memleak-data" in (wheel_venv / "leaks.html").read_text()
+
+
+def test_wheel_carries_the_license_and_the_man_page(wheel_venv: Path) -> None:
+    licenses = list(wheel_venv.glob("lib/python*/site-packages/memwatcher-*.dist-info/licenses/LICENSE"))
+    assert len(licenses) == 1 and "GNU GENERAL PUBLIC LICENSE" in licenses[0].read_text()
+    if shutil.which("man") is None:
+        pytest.skip("needs man (Debian package man-db)")
+    # man looks beside each bin/ directory on PATH: the venv's share/man.
+    env = {"PATH": f"{wheel_venv / 'bin'}:/usr/bin:/bin", "MANPAGER": "cat", "MANWIDTH": "100"}
+    where = subprocess.run(["man", "-w", "memwatcher"], capture_output=True, text=True, env=env)
+    assert where.stdout.strip() == str(wheel_venv / "share" / "man" / "man1" / "memwatcher.1"), where.stderr
+    page = subprocess.run(["man", "memwatcher"], capture_output=True, text=True, env=env)
+    assert page.returncode == 0 and "memwatcher export" in page.stdout, page.stderr
+
+
+def test_unit_verifies_against_the_installed_package(wheel_venv: Path, tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("needs systemd-analyze (Debian package systemd)")
+    # The unit as installed next to this package: verify checks ExecStart and the man page.
+    unit = tmp_path / "memwatcher.service"
+    text = (TOP / "docs" / "memwatcher.service").read_text()
+    unit.write_text(text.replace("/usr/local/bin/memwatcher", str(wheel_venv / "bin" / "memwatcher")))
+    env = {"PATH": f"{wheel_venv / 'bin'}:/usr/bin:/bin"}
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr

@@ -162,7 +162,8 @@ def doctor_command(
         )
         rows = [{"check": c.name, "status": "ok" if c.ok else "MISSING", "detail": c.detail} for c in diagnosis.checks]
         for plan in diagnosis.plans:
-            detail = "; ".join(plan.reasons() if not plan.runnable else [plan.variant, *plan.without()])
+            runs_with = [plan.variant, *(f"without {hook}" for hook in plan.without())]
+            detail = "; ".join(plan.reasons() if not plan.runnable else runs_with)
             rows.append({"check": f"report {plan.report}", "status": "ok" if plan.runnable else "NO", "detail": detail})
         writer.write(rows, title=f"kernel {diagnosis.kernel_release}, libbpf {diagnosis.libbpf_version}")
     if not diagnosis.all_runnable:
@@ -208,6 +209,37 @@ def _doctor_btf(btf: Path, output: OutputFormat) -> None:
         writer.write(rows, title=f"CO-RE check against {btf}")
     if not all(c.ok for c in checks):
         raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command("report")
+def report_command(
+    jsonl: Annotated[
+        Path,
+        typer.Argument(
+            help="memleak's saved JSON lines (memwatcher memleak --output json), - for stdin.", metavar="JSONL"
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.", metavar="FILE")],
+) -> None:
+    """A self-contained HTML report (flame graph, memory over time, stacks, run) from memleak's JSON lines.
+
+    Example: memwatcher memleak -p 1234 -d 60 -o json > leaks.jsonl; memwatcher report leaks.jsonl -o leaks.html
+    """
+    from .htmlreport import history_from_jsonl, write_report
+    from .output import check_writable, human_bytes
+
+    if (problem := check_writable(output)) is not None:
+        raise typer.BadParameter(problem, param_hint="--output")
+    try:
+        with ExitStack() as stack:
+            lines = sys.stdin if str(jsonl) == "-" else stack.enter_context(open(jsonl, encoding="utf-8"))
+            history = history_from_jsonl(lines, source=str(jsonl))
+    except UnicodeDecodeError:
+        raise MemwatcherError(f"{jsonl} is not text (memleak's JSON lines are)") from None
+    except OSError as e:
+        raise MemwatcherError(f"cannot read {jsonl}: {e.strerror}") from None
+    size_bytes = write_report(history, output)
+    print(f"memwatcher: {output} written ({human_bytes(size_bytes)}, {history.intervals} reads)", file=sys.stderr)
 
 
 def root_command(load_all: bool = False) -> Any:

@@ -4,7 +4,8 @@ The four reports' BPF programs stay loaded; every scrape reads their maps in
 batches through the reports' library APIs (``ProcStat.read``,
 ``SysStat.read``, ``PageAllocTracer.sample``, ``PageReclaim.read`` /
 ``latency``) and turns the records into metric families. Nothing slow happens
-during a scrape: no symbolization, no /proc walks, no sleeping. Concurrent
+during a scrape: no symbolization, no sleeping; /proc is read only for the
+memory cgroup of a process not seen in the previous scrape. Concurrent
 scrapes are serialized by a lock (paf's per-scrape deltas are accumulated
 into totals, which must happen once per read). HTTP is served by
 :class:`~memwatcher.metrics_server.MetricsServer`: one thread, a bounded
@@ -13,7 +14,7 @@ number of connections and a bounded time per client.
 Library use::
 
     with Reports() as reports:
-        collector = MemwatcherCollector(reports, top_processes=20)
+        collector = MemwatcherCollector(reports, top_processes=20)  # comm + cgroup series
         registry = CollectorRegistry()
         registry.register(collector)
         print(generate_latest(registry).decode())
@@ -22,8 +23,9 @@ Conventions (checked by tests/test_exporter.py): every name starts with
 ``memwatcher_``; sizes are in bytes (pages are converted with the page size
 of this machine), durations in seconds; counters end in ``_total`` and count
 from the moment the exporter loaded its programs; current levels are gauges.
-Label cardinality is bounded: ``pid``/``comm`` only on the top N processes by
-rss, ``node``/``zone``/``lru``/``kind`` take a handful of values.
+Label cardinality is bounded: per-process series are opt-in (``top_processes``),
+the top N by rss, keyed by ``comm`` + ``cgroup`` (processes alike summed) unless
+``process_key="pid"``; ``node``/``zone``/``lru``/``kind`` take a handful of values.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import numpy as np
 import typer
@@ -45,7 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from . import kernel
+from . import kernel, processes
 from .errors import MemwatcherError
 from .metrics_server import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, MetricsServer
 from .options import PID_MAX_LIMIT, Duration
@@ -54,6 +56,7 @@ from .progress import slow_step
 from .reports import REPORT_NAMES, Reports
 from .runner import stop_on_signals
 from .tools import cgroups, pr, procstat, sysstat
+from .vmevents import SwapSpace, VmEvents, read_swap_space, read_vm_events
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -85,7 +88,12 @@ _PROCESS_GAUGES = (
 
 # sysstat keys renamed so that "pages" (the kernel's AnonPages / nr_file_pages)
 # is not mistaken for a unit: the values are bytes.
-_MEMORY_NAMES = {"anon_pages_bytes": "anon_mapped_bytes", "file_pages_bytes": "file_cache_bytes"}
+# "sec" (secondary page tables, SecPageTables) would read as an abbreviated unit.
+_MEMORY_NAMES = {
+    "anon_pages_bytes": "anon_mapped_bytes",
+    "file_pages_bytes": "file_cache_bytes",
+    "sec_page_tables_bytes": "secondary_page_tables_bytes",
+}
 
 # (ZoneStats field, metric name suffix, HELP) per zone; pages converted to bytes.
 _ZONE_GAUGES = (
@@ -157,6 +165,42 @@ def top_by_rss(procs: list[procstat.ProcessMemory], n: int) -> list[procstat.Pro
     return procstat.select_rows(procs, "rss_bytes", n)
 
 
+# What identifies a per-process series (--process-key), as its labels. "name" survives
+# restarts and keeps the series count bounded: processes sharing comm and cgroup are summed.
+PROCESS_KEYS = {"name": ("comm", "cgroup"), "pid": ("pid", "comm", "cgroup")}
+
+
+class ProcessSeries(NamedTuple):
+    """One per-process series: its label values (as PROCESS_KEYS names them), how many
+    processes it sums, and their sizes in bytes by ProcessMemory field."""
+
+    labels: tuple[str, ...]
+    processes: int
+    sizes: dict[str, int]
+
+
+def process_series(
+    procs: list[procstat.ProcessMemory], n: int, key: str, cgroup_of: Callable[[procstat.ProcessMemory], str | None]
+) -> list[ProcessSeries]:
+    """The ``n`` largest series by rss (ties: by labels). ``cgroup_of(process)`` gives a process's
+    memory cgroup path (None: unknown, exported as "")."""
+    if key not in PROCESS_KEYS:
+        raise ValueError(f"process key must be one of {', '.join(PROCESS_KEYS)}")
+    if key == "pid":
+        procs = top_by_rss(procs, n)  # one process per series: only the top ones need a cgroup
+    members: dict[tuple[str, ...], list[procstat.ProcessMemory]] = {}
+    for p in procs if n else ():
+        cgroup = cgroup_of(p) or ""
+        labels = (p.comm, cgroup) if key == "name" else (str(p.pid), p.comm, cgroup)
+        members.setdefault(labels, []).append(p)
+    series = [
+        ProcessSeries(labels, len(group), {f: sum(getattr(p, f) for p in group) for f, _, _ in _PROCESS_GAUGES})
+        for labels, group in members.items()
+    ]
+    series.sort(key=lambda s: (-s.sizes["rss_bytes"], s.labels))
+    return series[:n]
+
+
 # ---------------------------------------------------------------- collector
 
 
@@ -188,6 +232,31 @@ def _pressure_metrics(pressure: Pressure | None) -> list[Metric]:
     return [stalled, ratio]
 
 
+def _vm_event_metrics(events: VmEvents, swap: SwapSpace | None, page_bytes: int) -> list[Metric]:
+    """Faults and swap traffic since boot (from /proc/vmstat), and swap space (from /proc/meminfo)."""
+    out = []
+    for field, name, help_, scale in (
+        ("page_faults", "page_faults", "Page faults, minor and major, since boot", 1),
+        ("major_faults", "major_page_faults", "Page faults that waited for I/O, since boot", 1),
+        ("swap_in_pages", "swap_in_bytes", "Memory read back from swap since boot, bytes", page_bytes),
+        ("swap_out_pages", "swap_out_bytes", "Memory written out to swap since boot, bytes", page_bytes),
+    ):
+        value = getattr(events, field)
+        if value is not None:
+            counter = CounterMetricFamily(_name(name), help_)
+            counter.add_metric([], value * scale)
+            out.append(counter)
+    if swap is not None:
+        for name, value, help_ in (
+            ("memory_swap_size_bytes", swap.total_bytes, "Swap space of every active swap area (SwapTotal)"),
+            ("memory_swap_free_bytes", swap.free_bytes, "Unused swap space (SwapFree)"),
+        ):
+            gauge = GaugeMetricFamily(_name(name), help_)
+            gauge.add_metric([], value)
+            out.append(gauge)
+    return out
+
+
 class MemwatcherCollector(Collector):
     """A prometheus_client collector over loaded :class:`Reports`.
 
@@ -198,9 +267,16 @@ class MemwatcherCollector(Collector):
     scrape and makes later ones empty, so the BPF objects can then be closed.
     """
 
-    def __init__(self, reports: Reports, top_processes: int = 20, top_cgroups: int = 0) -> None:
+    def __init__(
+        self, reports: Reports, top_processes: int = 0, top_cgroups: int = 0, process_key: str = "name"
+    ) -> None:
+        if process_key not in PROCESS_KEYS:
+            raise ValueError(f"process key must be one of {', '.join(PROCESS_KEYS)}")
         self.reports = reports
         self.top_processes = top_processes
+        self.process_key = process_key
+        # (pid, comm) -> memory cgroup, for the processes of the last scrape.
+        self._cgroups_by_process: dict[tuple[int, str], str | None] = {}
         self.top_cgroups = top_cgroups
         self._cgroup_hierarchy = cgroups.find_hierarchy() if top_cgroups else None
         self.page_bytes = kernel.page_size()
@@ -251,15 +327,31 @@ class MemwatcherCollector(Collector):
     def _procstat(self) -> list[Metric]:
         ps = self.reports.procstat
         procs = ps.read()
-        labels = ["pid", "comm"]
+        labels = list(PROCESS_KEYS[self.process_key])
+        summed = ", summed over the processes of a comm and cgroup" if self.process_key == "name" else ""
         gauges = {
-            field: GaugeMetricFamily(_name("process_" + suffix), f"{help_}, bytes; top processes by rss", labels=labels)
+            field: GaugeMetricFamily(
+                _name("process_" + suffix), f"{help_}, bytes{summed}; the top series by rss", labels=labels
+            )
             for field, suffix, help_ in _PROCESS_GAUGES
         }
-        for p in top_by_rss(procs, self.top_processes):
-            values = [str(p.pid), p.comm]
+        instances = GaugeMetricFamily(
+            _name("process_instances"), "Processes summed into the series; the top series by rss", labels=labels
+        )
+        known = self._cgroups_by_process
+        self._cgroups_by_process = {}
+
+        def cgroup_of(p: procstat.ProcessMemory) -> str | None:
+            # A pid reused by another program gets another comm, so a new lookup.
+            key = (p.pid, p.comm)
+            found = known[key] if key in known else processes.process_cgroup(p.pid)
+            self._cgroups_by_process[key] = found
+            return found
+
+        for series in process_series(procs, self.top_processes, self.process_key, cgroup_of):
             for field, gauge in gauges.items():
-                gauge.add_metric(values, getattr(p, field))
+                gauge.add_metric(list(series.labels), series.sizes[field])
+            instances.add_metric(list(series.labels), series.processes)
         tracked = GaugeMetricFamily(
             _name("processes_tracked"), "Processes procstat currently holds (seen switching out since load)"
         )
@@ -268,7 +360,7 @@ class MemwatcherCollector(Collector):
             _name("processes_untracked"), "Processes not tracked because procstat's table was full"
         )
         untracked.add_metric([], ps.dropped)
-        return [*gauges.values(), tracked, untracked]
+        return [*gauges.values(), instances, tracked, untracked]
 
     # ---- sysstat
 
@@ -298,7 +390,13 @@ class MemwatcherCollector(Collector):
         )
         snaps.add_metric(["alloc"], st.snapshots - st.forced)
         snaps.add_metric(["forced"], st.forced)
-        return [*out, age, snaps, *_pressure_metrics(read_pressure())]
+        return [
+            *out,
+            age,
+            snaps,
+            *_pressure_metrics(read_pressure()),
+            *_vm_event_metrics(read_vm_events(), read_swap_space(), stat.page_bytes),
+        ]
 
     # ---- paf
 
@@ -432,15 +530,34 @@ class MemwatcherCollector(Collector):
         limit = GaugeMetricFamily(
             _name("cgroup_memory_limit_bytes"), "The cgroup's memory limit (limited only)", labels=labels
         )
-        kills = CounterMetricFamily(_name("cgroup_oom_kills"), "OOM kills in the cgroup (its own count)", labels=labels)
+        counters = {
+            field: CounterMetricFamily(_name(name), help_, labels=labels)
+            for field, name, help_ in (
+                ("oom_kills", "cgroup_oom_kills", "OOM kills in the cgroup (its own count)"),
+                ("limit_hits", "cgroup_memory_limit_hits", "Charges that met the cgroup's limit (v2 max, v1 failcnt)"),
+                ("reclaim_scanned_bytes", "cgroup_reclaim_scanned_bytes", "Memory reclaim scanned in the cgroup"),
+                ("reclaim_reclaimed_bytes", "cgroup_reclaim_reclaimed_bytes", "Memory reclaim freed in the cgroup"),
+            )
+        }
+        stalled = CounterMetricFamily(
+            _name("cgroup_memory_pressure_stalled_seconds"),
+            "Time some or all of the cgroup's tasks stalled on memory (memory.pressure)",
+            labels=[*labels, "kind"],
+        )
         for r in rows:
             values = [r.path, r.container or ""]
             usage.add_metric(values, r.current_bytes)
             if r.limit_bytes is not None:
                 limit.add_metric(values, r.limit_bytes)
-            if r.oom_kills is not None:
-                kills.add_metric(values, r.oom_kills)
-        return [usage, limit, kills]
+            for field, counter in counters.items():
+                value = getattr(r, field)
+                if value is not None:
+                    counter.add_metric(values, value)
+            for kind in ("some", "full"):
+                total_us = getattr(r, f"pressure_{kind}_total_us")
+                if total_us is not None:
+                    stalled.add_metric([*values, kind], total_us / 1e6)
+        return [usage, limit, *counters.values(), stalled]
 
     # ---- oom
 
@@ -523,9 +640,21 @@ def register(app: typer.Typer) -> None:
         top_processes: Annotated[
             int,
             typer.Option(
-                "--top-processes", "--top", "-n", min=0, help="Export per-process metrics of the N largest (rss)."
+                "--top-processes",
+                "--top",
+                "-n",
+                min=0,
+                help="Export per-process series, the N largest by rss (0: none). Each series costs 8 time series.",
             ),
-        ] = 20,
+        ] = 0,
+        process_key: Annotated[
+            str,
+            typer.Option(
+                "--process-key",
+                help="What a per-process series is: 'name' (comm and cgroup, processes alike summed; stable "
+                "across restarts) or 'pid' (one per process, a new series for every new pid).",
+            ),
+        ] = "name",
         max_processes: Annotated[
             int,
             typer.Option("--max-processes", min=1, max=PID_MAX_LIMIT, help="Capacity of procstat's in-kernel table."),
@@ -562,8 +691,10 @@ def register(app: typer.Typer) -> None:
         pressure, zone watermarks and free memory, allocation failures, kswapd,
         page reclaim and a reclaim stall histogram, OOM kills, and the largest
         cgroups. Stops on SIGINT/SIGTERM (or --duration).
-        Example: memwatcher export --listen 127.0.0.1:9464 --top-processes 20
+        Example: memwatcher export --listen 127.0.0.1:9464 --top-processes 20 --top-cgroups 20
         """
+        if process_key not in PROCESS_KEYS:
+            raise typer.BadParameter(f"must be one of {', '.join(PROCESS_KEYS)}", param_hint="--process-key")
         addr, port = _parse_listen_option(listen)
         ensure_open_files(max_connections)
         with stop_on_signals() as stop, ExitStack() as stack:
@@ -571,7 +702,7 @@ def register(app: typer.Typer) -> None:
                 reports = stack.enter_context(Reports(max_processes=max_processes))
             for name, reason in reports.unavailable.items():
                 print(f"memwatcher: export: {name} unavailable: {reason}", file=sys.stderr)
-            collector = MemwatcherCollector(reports, top_processes, top_cgroups)
+            collector = MemwatcherCollector(reports, top_processes, top_cgroups, process_key)
             stack.callback(collector.close)  # runs before the reports close: waits for a running scrape
             registry = CollectorRegistry()
             registry.register(collector)

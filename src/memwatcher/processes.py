@@ -1,17 +1,34 @@
-"""What /proc says about one process: its status fields, who and where it is, its shared memory.
+"""What /proc says about one process: its status fields, who and where it is, its shared memory;
+and whether it still runs.
 
 One home for reading ``/proc/PID/status``, ``cmdline``, ``cgroup`` and ``smaps_rollup``, shared
 by the reports (procstat's seeding and identity columns, memleak's checks of
-its target). Every reader returns None once the process is gone.
+its target, the exporter's cgroup labels). Every reader returns None once the
+process is gone. :class:`PidWatch` tells when named processes exit.
 """
 
 from __future__ import annotations
 
+import os
 import pwd
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["ProcessIdentity", "SharedMemory", "cgroup_path", "identity", "kib_fields", "read_status", "shared_memory"]
+from .errors import NoSuchProcessError
+from .runner import readable
+
+__all__ = [
+    "PidWatch",
+    "ProcessIdentity",
+    "SharedMemory",
+    "cgroup_path",
+    "identity",
+    "kib_fields",
+    "process_cgroup",
+    "read_status",
+    "shared_memory",
+]
 
 
 def _read_fields(path: str) -> dict[str, str] | None:
@@ -53,6 +70,15 @@ def cgroup_path(text: str) -> str | None:
         if controllers == "":
             unified = path
     return unified
+
+
+def process_cgroup(pid: int) -> str | None:
+    """The process's memory cgroup path (see :func:`cgroup_path`), or None if it is gone or in none."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return cgroup_path(f.read())
+    except OSError:
+        return None
 
 
 class ProcessIdentity(NamedTuple):
@@ -117,3 +143,45 @@ def shared_memory(pid: int) -> SharedMemory | None:
         return None
     private = kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0) + kib.get("Private_Hugetlb", 0)
     return SharedMemory(kib["Pss"] * 1024, private * 1024)
+
+
+class PidWatch:
+    """Processes watched for their exit through pidfds (no race with a reused pid).
+
+    A context manager; :meth:`close` releases the pidfds. Raises
+    :class:`NoSuchProcessError` if a process is already gone.
+    """
+
+    def __init__(self, pids: Iterable[int]) -> None:
+        self._fds: dict[int, int] = {}
+        for pid in pids:
+            try:
+                self._fds[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self.close()
+                raise NoSuchProcessError(pid) from None
+
+    def exited(self, timeout_s: float = 0.0) -> list[int]:
+        """The processes that exited (waiting up to ``timeout_s`` for one); they are then forgotten."""
+        if not self._fds:
+            return []
+        ready = readable(list(self._fds.values()), timeout_s)
+        gone = [pid for pid, fd in self._fds.items() if fd in ready]
+        for pid in gone:
+            os.close(self._fds.pop(pid))
+        return gone
+
+    @property
+    def alive(self) -> list[int]:
+        """The watched processes not yet seen to exit."""
+        return list(self._fds)
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+    def __enter__(self) -> PidWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..elf import ElfLayout, NotElfError, read_layout
-from ..errors import MemwatcherError
+from ..errors import MemwatcherError, NoSuchProcessError
 from ..procmaps import Module, ProcessMaps
 from . import _dwfl
 from ._demangle import demangle
@@ -40,12 +40,12 @@ __all__ = [
     "KernelSymbol",
     "KernelSymbols",
     "KernelSymbolsHidden",
-    "NoSuchProcess",
     "SymbolizeError",
     "Symbolizer",
     "available_backends",
     "format_frame",
     "format_stack",
+    "frame_name",
 ]
 
 BACKENDS = ("libdw", "pyelftools")
@@ -53,10 +53,6 @@ BACKENDS = ("libdw", "pyelftools")
 
 class SymbolizeError(MemwatcherError):
     """Symbolization cannot proceed (unknown back end, unreadable kernel symbols...)."""
-
-
-class NoSuchProcess(SymbolizeError):
-    """The process's memory map cannot be read (it exited, or access is denied)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +150,7 @@ class Symbolizer:
 
         ``pid`` None: kernel addresses. ``return_addresses``: the addresses are
         return addresses (looked up at ``address - 1``, the call instruction).
-        Raises :class:`NoSuchProcess` when the pid's memory map is unreadable.
+        Raises :class:`~memwatcher.errors.NoSuchProcessError` when the pid's memory map is unreadable.
         """
         addresses = list(addresses)
         flags = [return_addresses] * len(addresses)
@@ -196,7 +192,7 @@ class Symbolizer:
                 maps = self._maps[pid] = ProcessMaps.read(pid)
             except OSError as e:
                 if maps is None:
-                    raise NoSuchProcess(f"symbolize: cannot read /proc/{pid}/maps: {e.strerror}") from None
+                    raise NoSuchProcessError(pid, f"symbolize: cannot read /proc/{pid}/maps: {e.strerror}") from None
         return maps
 
     def _user_frames(self, pid: int, address: int, is_return: bool) -> list[Frame]:
@@ -311,6 +307,17 @@ def _frames_of(address: int, module: str, build_id: str | None, elf_address: int
 
 
 # ---------------------------------------------------------------- formatting
+
+
+def frame_name(frame: Frame) -> str:
+    """A frame's name for flame graphs and profiles: its function, else ``module+0xELF_ADDRESS``
+    (the module's file name), else the bare address."""
+    if frame.function:
+        return frame.function
+    if frame.module:
+        offset = frame.elf_address if frame.elf_address is not None else frame.address
+        return f"{os.path.basename(frame.module)}+0x{offset:x}"
+    return f"0x{frame.address:x}"
 
 
 def format_frame(frame: Frame, index: int) -> str:

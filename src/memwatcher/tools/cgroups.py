@@ -6,12 +6,13 @@ per-cgroup accounting from the cgroup file system, the numbers the memory
 controller enforces limits with:
 
 * cgroup v2 (where it holds the memory controller): ``memory.current``,
-  ``memory.max``, ``memory.stat`` (anon, file, kernel), ``memory.swap.current``,
-  ``memory.events`` (oom_kill) and ``memory.pressure`` (PSI);
+  ``memory.max``, ``memory.stat`` (anon, file, kernel; pgscan, pgsteal),
+  ``memory.swap.current``, ``memory.events`` (oom_kill, max) and
+  ``memory.pressure`` (PSI);
 * cgroup v1's memory hierarchy otherwise: ``memory.usage_in_bytes``,
   ``memory.limit_in_bytes``, ``memory.stat`` (total_rss, total_cache, total_swap),
-  ``memory.kmem.usage_in_bytes`` and ``memory.oom_control`` (oom_kill); v1
-  keeps no pressure figures.
+  ``memory.kmem.usage_in_bytes``, ``memory.failcnt`` and ``memory.oom_control``
+  (oom_kill); v1 keeps no pressure or reclaim figures.
 
 Paths are as ``/proc/PID/cgroup`` shows them (from the hierarchy's root), so
 ``procstat --cgroup`` and ``oom`` name the same cgroups. Container and pod
@@ -31,6 +32,7 @@ import typer
 
 from .. import kernel
 from ..errors import NotSupportedError
+from ..kernel import page_size
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
 from ..pressure import read_pressure
@@ -51,6 +53,10 @@ class CgroupMemory:
     ``limit_bytes`` None: unlimited. ``kernel_bytes``: slab, stacks, page tables
     and other kernel memory charged to the cgroup. ``pressure_some_avg10_pct``:
     share of the last 10 s some of its tasks stalled on memory (v2 only).
+    Counts since the cgroup was made: ``limit_hits`` (charges that met the
+    limit: v2 memory.events max, v1 memory.failcnt), ``reclaim_scanned_bytes``
+    and ``reclaim_reclaimed_bytes`` (pages reclaim scanned and freed in it, any
+    reclaimer; v2 only), ``pressure_{some,full}_total_us`` (stall time, v2 only).
     """
 
     path: str
@@ -66,6 +72,11 @@ class CgroupMemory:
     pressure_full_avg10_pct: float | None
     processes: int
     container: str | None
+    limit_hits: int | None = None
+    reclaim_scanned_bytes: int | None = None
+    reclaim_reclaimed_bytes: int | None = None
+    pressure_some_total_us: int | None = None
+    pressure_full_total_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,8 +155,10 @@ def _flat_keyed(path: Path) -> dict[str, int]:
 def _memory_v2(d: Path) -> dict[str, Any]:
     stat = _flat_keyed(d / "memory.stat")
     limit = (_read(d / "memory.max") or "max").strip()
+    events = _flat_keyed(d / "memory.events")
     kernel_parts = ("slab", "kernel_stack", "pagetables", "sec_pagetables", "percpu", "sock", "vmalloc")
     pressure = read_pressure(str(d / "memory.pressure"))
+    page_bytes = page_size()
     return {
         "current_bytes": _number(d / "memory.current"),
         "limit_bytes": None if limit == "max" else int(limit),
@@ -153,9 +166,14 @@ def _memory_v2(d: Path) -> dict[str, Any]:
         "file_bytes": stat.get("file"),
         "kernel_bytes": stat["kernel"] if "kernel" in stat else sum(stat.get(k, 0) for k in kernel_parts) or None,
         "swap_bytes": _number(d / "memory.swap.current"),
-        "oom_kills": _flat_keyed(d / "memory.events").get("oom_kill"),
+        "oom_kills": events.get("oom_kill"),
         "pressure_some_avg10_pct": pressure.some_avg10_pct if pressure else None,
         "pressure_full_avg10_pct": pressure.full_avg10_pct if pressure else None,
+        "limit_hits": events.get("max"),
+        "reclaim_scanned_bytes": stat["pgscan"] * page_bytes if "pgscan" in stat else None,
+        "reclaim_reclaimed_bytes": stat["pgsteal"] * page_bytes if "pgsteal" in stat else None,
+        "pressure_some_total_us": pressure.some_total_us if pressure else None,
+        "pressure_full_total_us": pressure.full_total_us if pressure else None,
     }
 
 
@@ -173,6 +191,7 @@ def _memory_v1(d: Path) -> dict[str, Any]:
         "oom_kills": _flat_keyed(d / "memory.oom_control").get("oom_kill"),
         "pressure_some_avg10_pct": None,
         "pressure_full_avg10_pct": None,
+        "limit_hits": _number(d / "memory.failcnt"),
     }
 
 
@@ -244,6 +263,7 @@ _TABLE_COLUMNS = [
     Column("kernel_bytes", "KERNEL", "bytes"),
     Column("swap_bytes", "SWAP", "bytes"),
     Column("oom_kills", "OOM"),
+    Column("limit_hits", "LIMHITS"),
     Column("pressure_some_avg10_pct", "SOME10"),
     Column("processes", "PROCS"),
     Column("container", "CONTAINER", left=True),

@@ -33,7 +33,6 @@ import ctypes
 import dataclasses
 import enum
 import errno
-import gzip
 import json
 import os
 import re
@@ -61,11 +60,11 @@ from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
-from ..processes import read_status
+from ..processes import PidWatch, identity, read_status
 from ..procmaps import LIBC_PATH, ProcessMaps
 from ..progress import slow_step
 from ..records import load_header
-from ..runner import readable, run_periodic, stop_on_signals
+from ..runner import run_periodic, stop_on_signals
 from ..trends import Trend, TrendTracker
 from ..unwinder import UnwindStats, UnwindTables
 from ._lifecycle import BPFReport
@@ -93,6 +92,7 @@ __all__ = [
     "plan",
     "register",
     "report_json",
+    "run_metadata",
 ]
 
 # Allocator function -> its attach cookie in bpf/memleak.h. Two programs serve them
@@ -193,7 +193,9 @@ class LeakStack:
     With sampling, bytes and allocations are estimates (scaled). ``trend`` is
     how the stack's outstanding bytes moved over the last reads
     (:mod:`memwatcher.trends`; None on the first read of it); a stack
-    ``freed`` since is reported with nothing outstanding.
+    ``freed`` since is reported with nothing outstanding. ``allocated_bytes``,
+    ``allocations``, ``freed_bytes`` and ``frees`` count since tracing began
+    (BPF counters: exact unless sampled); outstanding is allocated less freed.
     """
 
     stack_id: int
@@ -203,6 +205,10 @@ class LeakStack:
     addresses: list[int]
     frames: list[Frame] = field(default_factory=list)
     trend: Trend | None = None
+    allocated_bytes: int = 0
+    allocations: int = 0
+    freed_bytes: int = 0
+    frees: int = 0
 
 
 @dataclass
@@ -391,7 +397,8 @@ class _Tracer(BPFReport):
         obj.rodata.stack_flags = stack_flags
         obj.rodata.wa_missing_free = opts.wa_missing_free
         obj.maps.allocs.max_entries = opts.max_allocs
-        obj.maps.combined.max_entries = opts.max_stacks
+        # One row per stack id, plus one per error a stack walk can return (negative ids).
+        obj.maps.combined.max_entries = opts.max_stacks + 16
         obj.maps.inflight.max_entries = opts.max_threads
         dwarf = stack_flags == _BPF_F_USER_STACK and opts.dwarf_unwind
         obj.rodata.dwarf_unwind = dwarf
@@ -421,11 +428,13 @@ class _Tracer(BPFReport):
         rate = max(1, self.options.sample_rate)
         allocations: list[OutstandingAllocation] = []
         now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
+        stack_keys, stack_rows = obj.maps.combined.read_all(np.int64, self._layouts.memleak_combined)
+        totals = dict(zip(stack_keys.tolist(), stack_rows.tolist()))
         if self.options.combined_only:
-            keys, values = obj.maps.combined.read_all(np.int64, self._layouts.memleak_combined)
-            ids = keys.astype(np.int64)
-            sizes = values["bytes"].astype(np.int64)
-            counts = values["allocs"].astype(np.int64)
+            held = stack_rows["allocs"] > 0  # rows stay, with their totals, once all is freed
+            ids = stack_keys[held].astype(np.int64)
+            sizes = stack_rows["bytes"][held].astype(np.int64)
+            counts = stack_rows["allocs"][held].astype(np.int64)
             oldest: np.ndarray | None = None
             held_now = dict(zip(ids.tolist(), (sizes * rate).tolist()))
         else:
@@ -473,6 +482,8 @@ class _Tracer(BPFReport):
         stacks = []
         for i in order:
             addresses = self._stack_addresses(int(ids[i]))
+            # (outstanding bytes, allocs, allocated bytes, allocations, freed bytes, frees)
+            _, _, *since_start = totals.get(int(ids[i]), (0,) * 6)
             stacks.append(
                 LeakStack(
                     int(ids[i]),
@@ -482,6 +493,7 @@ class _Tracer(BPFReport):
                     addresses,
                     self.frames(addresses),
                     trends[i],
+                    *(int(n) * rate for n in since_start),
                 )
             )
         bss = obj.bss
@@ -997,47 +1009,25 @@ class CommandProcess:
 def _watch_pid(pid: int, gone: threading.Event, stop: threading.Event) -> None:
     """Set ``gone`` and ``stop`` when process ``pid`` (not our child) exits."""
     try:
-        fd = os.pidfd_open(pid)
-    except OSError:
+        watch = PidWatch([pid])
+    except NoSuchProcessError:
         gone.set()
         stop.set()
         return
-    try:
+    with watch:
         while not stop.is_set():
-            if readable([fd], 0.2):
+            if watch.exited(0.2):
                 gone.set()
                 stop.set()
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- output
 
 
-def _frame_name(frame: Frame) -> str:
-    if frame.function:
-        return frame.function
-    if frame.module:
-        offset = frame.elf_address if frame.elf_address is not None else frame.address
-        return f"{os.path.basename(frame.module)}+0x{offset:x}"
-    return f"0x{frame.address:x}"
-
-
-def _frame_line(frame: Frame, index: int) -> str:
-    text = f"    #{index:<2} 0x{frame.address:016x} in {_frame_name(frame)}"
-    if frame.function and frame.offset is not None and frame.file is None:
-        text += f"+0x{frame.offset:x}"
-    if frame.inlined:
-        text += " (inlined)"
-    if frame.file:
-        text += f" at {frame.file}:{frame.line}" if frame.line else f" at {frame.file}"
-    elif frame.module:
-        text += f" [{frame.module}]"
-    return text
-
-
 def format_text(report: LeakReport) -> str:
     """A backtrace per stack, largest first, with exact bytes, allocations and oldest age."""
+    from ..symbolize import format_frame
+
     est = "~" if report.estimated else ""
     head = (
         f"{report.time[11:19]} memleak {report.target}{' (final)' if report.final else ''}: "
@@ -1058,7 +1048,7 @@ def format_text(report: LeakReport) -> str:
         )
         if not stack.frames:
             lines.append("    [stack not recorded]")
-        lines += [_frame_line(f, i) for i, f in enumerate(stack.frames)]
+        lines += ["    " + format_frame(f, i) for i, f in enumerate(stack.frames)]
     lines += _unwind_footer(report.unwind)
     if report.allocations:
         lines.append("  outstanding allocations (oldest first):")
@@ -1137,12 +1127,17 @@ def _frame_json(frame: Frame) -> dict[str, Any]:
     }
 
 
-def report_json(report: LeakReport) -> dict[str, Any]:
-    """The report as one JSON object (raw numbers, snake_case keys with units)."""
-    return {
+def report_json(report: LeakReport, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as one JSON object (raw numbers, snake_case keys with units).
+
+    ``run``: what the whole run was (command, kernel, options: :func:`run_metadata`),
+    carried under ``"run"`` so that each object describes itself.
+    """
+    out = {
         "time": report.time,
         "target": report.target,
         "final": report.final,
+        "traced_s": round(report.traced_s, 6),
         "estimated": report.estimated,
         "sample_rate": report.sample_rate,
         "total_outstanding_bytes": report.total_outstanding_bytes,
@@ -1158,6 +1153,10 @@ def report_json(report: LeakReport) -> dict[str, Any]:
                 "verdict": s.trend.verdict if s.trend else None,
                 "growth_bytes_per_s": s.trend.growth_per_s if s.trend else None,
                 "growing_for_s": s.trend.growing_for_s if s.trend else None,
+                "allocated_bytes": s.allocated_bytes,
+                "allocations": s.allocations,
+                "freed_bytes": s.freed_bytes,
+                "frees": s.frees,
                 "frames": [_frame_json(f) for f in s.frames],
             }
             for s in report.stacks
@@ -1167,161 +1166,65 @@ def report_json(report: LeakReport) -> dict[str, Any]:
             for a in report.allocations
         ],
     }
+    if run is not None:
+        out["run"] = run
+    return out
+
+
+def run_metadata(command: str | None, pid: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The run's description for the JSON and HTML reports: what was traced, where, how.
+
+    ``command``: the command line memwatcher ran (``--command``), else the
+    traced process's own; ``options``: the command-line options, by name with units.
+    """
+    from .. import __version__
+
+    uname = os.uname()
+    target = identity(pid) if pid is not None else None
+    return {
+        "command": command or (target.cmdline if target else None),
+        "pid": pid,
+        "user": target.user if target else None,
+        "cgroup": target.cgroup if target else None,
+        "kernel": uname.release,
+        "machine": uname.machine,
+        "hostname": uname.nodename,
+        "memwatcher": __version__,
+        "started": timestamp(),
+        "invocation": shlex.join(["memwatcher", *sys.argv[1:]]),
+        "options": options,
+    }
 
 
 def format_folded(report: LeakReport) -> str:
     """Folded stacks (root first, ``;``-separated) weighted by outstanding bytes."""
+    from ..symbolize import frame_name
+
     lines = []
     for stack in (s for s in report.stacks if s.outstanding_bytes):
-        names = [_frame_name(f).replace(";", ":").replace(" ", "_") for f in reversed(stack.frames)] or ["[unknown]"]
+        names = [frame_name(f).replace(";", ":").replace(" ", "_") for f in reversed(stack.frames)] or ["[unknown]"]
         lines.append(f"{';'.join(names)} {stack.outstanding_bytes}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 fields: two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _pb_int(field_no: int, value: int) -> bytes:
-    return _varint(field_no << 3) + _varint(value) if value else b""
-
-
-def _pb_bytes(field_no: int, payload: bytes) -> bytes:
-    return _varint(field_no << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _pb_packed(field_no: int, values: Sequence[int]) -> bytes:
-    return _pb_bytes(field_no, b"".join(_varint(v) for v in values)) if values else b""
-
-
-@dataclass
-class _PprofMapping:
-    id: int
-    start: int  # the load bias: address - ELF address (0 for the kernel)
-    limit: int
-    build_id: str
-    symbolized: bool  # some frame in it has a function name
-
-
-def _pprof_mappings(report: LeakReport) -> dict[str, _PprofMapping]:
-    """One mapping per object the frames are in, the executable first (pprof's "main binary").
-
-    The range covers the addresses seen in the report (the report does not carry the
-    target's memory map); ``start`` is chosen so that address - start is the ELF
-    address, which is what pprof wants for a file offset of 0.
-    """
-    seen: dict[str, _PprofMapping] = {}
-    for stack in report.stacks:
-        for f in stack.frames:
-            if f.module is None:
-                continue
-            bias = f.address - f.elf_address if f.elf_address is not None else 0
-            m = seen.get(f.module)
-            if m is None:
-                seen[f.module] = _PprofMapping(
-                    0, min(bias, f.address), f.address + 1, f.build_id or "", f.function is not None
-                )
-            else:
-                m.start = min(m.start, bias, f.address)
-                m.limit = max(m.limit, f.address + 1)
-                m.symbolized = m.symbolized or f.function is not None
-    # The executable: the first object that is not a shared library (kernel: vmlinux).
-    main = next((name for name in seen if name == "vmlinux" or ".so" not in os.path.basename(name)), None)
-    ordered = ([main] if main else []) + [name for name in seen if name != main]
-    mappings = {name: seen[name] for name in ordered}
-    for number, m in enumerate(mappings.values(), 1):
-        m.id = number
-    return mappings
-
-
 def encode_pprof(report: LeakReport) -> bytes:
     """The report as a gzipped pprof ``profile.proto``: samples (inuse_objects,
-    inuse_space), locations with their mappings, functions, the period (one
-    recorded allocation stands for ``sample_rate``) and the time traced."""
-    strings: dict[str, int] = {"": 0}
+    inuse_space) of the stacks holding memory, the period (one recorded
+    allocation stands for ``sample_rate``) and the time traced."""
+    from ..pprof import ProfileSample, encode_profile
 
-    def s(text: str) -> int:
-        return strings.setdefault(text, len(strings))
-
-    functions: dict[tuple[str, str], int] = {}
-    locations: dict[tuple[int, tuple], int] = {}
-    mappings = _pprof_mappings(report)
-    body = bytearray()
-    value_types = [("inuse_objects", "count"), ("inuse_space", "bytes")]
-    for kind, unit in value_types:
-        body += _pb_bytes(1, _pb_int(1, s(kind)) + _pb_int(2, s(unit)))
-    func_msgs, loc_msgs = bytearray(), bytearray()
-    for stack in (st for st in report.stacks if st.outstanding_bytes):  # freed stacks hold nothing
-        # One location per address; its lines are the inlined frames, innermost first.
-        by_address: list[tuple[int, list[Frame]]] = []
-        for f in stack.frames:
-            if by_address and by_address[-1][0] == f.address and by_address[-1][1][-1].inlined:
-                by_address[-1][1].append(f)
-            else:
-                by_address.append((f.address, [f]))
-        loc_ids = []
-        for address, frames in by_address:
-            key = (address, tuple(_frame_name(f) for f in frames))
-            if key not in locations:
-                locations[key] = len(locations) + 1
-                lines = bytearray()
-                for f in frames:
-                    fkey = (_frame_name(f), f.file or "")
-                    if fkey not in functions:
-                        functions[fkey] = len(functions) + 1
-                        func_msgs += _pb_bytes(
-                            5,
-                            _pb_int(1, functions[fkey])
-                            + _pb_int(2, s(fkey[0]))
-                            + _pb_int(3, s(f.linkage_name or fkey[0]))  # system_name: the mangled name
-                            + _pb_int(4, s(fkey[1])),
-                        )
-                    lines += _pb_bytes(4, _pb_int(1, functions[fkey]) + _pb_int(2, f.line or 0))
-                mapping = mappings.get(frames[0].module or "")
-                loc_msgs += _pb_bytes(
-                    4,
-                    _pb_int(1, locations[key])
-                    + _pb_int(2, mapping.id if mapping else 0)
-                    + _pb_int(3, address)
-                    + bytes(lines),
-                )
-            loc_ids.append(locations[key])
-        body += _pb_bytes(
-            2, _pb_packed(1, loc_ids) + _pb_packed(2, [stack.outstanding_allocs, stack.outstanding_bytes])
-        )
-    for name, m in mappings.items():
-        symbolized = int(m.symbolized)
-        body += _pb_bytes(
-            3,
-            _pb_int(1, m.id)
-            + _pb_int(2, m.start)
-            + _pb_int(3, m.limit)
-            + _pb_int(5, s("[kernel.kallsyms]" if name == "vmlinux" else name))
-            + _pb_int(6, s(m.build_id) if m.build_id else 0)
-            + _pb_int(7, symbolized)  # has_functions
-            + _pb_int(8, symbolized)  # has_filenames
-            + _pb_int(9, symbolized)  # has_line_numbers
-            + _pb_int(10, symbolized),  # has_inline_frames
-        )
-    body += loc_msgs + func_msgs
-    body += _pb_int(9, time.time_ns())
-    body += _pb_int(10, int(report.traced_s * 1e9))  # duration_nanos
-    body += _pb_bytes(11, _pb_int(1, s("allocations")) + _pb_int(2, s("count")))  # period_type
-    body += _pb_int(12, report.sample_rate)  # period
-    body += _pb_int(14, s("inuse_space"))  # default_sample_type
-    # Last: every string above has its index by now (insertion order is index order).
-    for text in strings:
-        body += _pb_bytes(6, text.encode())
-    return gzip.compress(bytes(body))
+    return encode_profile(
+        [
+            ProfileSample(s.frames, (s.outstanding_allocs, s.outstanding_bytes))
+            for s in report.stacks
+            if s.outstanding_bytes  # freed stacks hold nothing
+        ],
+        [("inuse_objects", "count"), ("inuse_space", "bytes")],
+        period_type=("allocations", "count"),
+        period=report.sample_rate,
+        duration_ns=int(report.traced_s * 1e9),
+        default_sample_type="inuse_space",
+    )
 
 
 # ---------------------------------------------------------------- CLI
@@ -1347,7 +1250,7 @@ class SortKey(str, enum.Enum):
     growth = "growth"
 
 
-def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None) -> None:
+def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None, run: dict[str, Any]) -> None:
     """Text and JSON reports go to ``stream`` one after another; folded and pprof are one
     whole profile, which replaces ``file`` atomically each time (or goes to stdout once)."""
     if fmt in (LeakFormat.pprof, LeakFormat.folded):
@@ -1359,7 +1262,7 @@ def _emit(report: LeakReport, fmt: LeakFormat, stream: TextIO, file: Path | None
             sys.stdout.buffer.flush()
         return
     if fmt == LeakFormat.json:
-        text = json.dumps(report_json(report)) + "\n"
+        text = json.dumps(report_json(report, run)) + "\n"
     else:
         text = format_text(report)
     stream.write(text)
@@ -1486,6 +1389,15 @@ def register(app: typer.Typer) -> None:
             LeakFormat, typer.Option("--output", "-o", "--format", "-f", help="text, json, folded or pprof.")
         ] = LeakFormat.text,
         file: Annotated[Path | None, typer.Option("--file", help="Write the output here instead of stdout.")] = None,
+        html: Annotated[
+            Path | None,
+            typer.Option(
+                "--html",
+                help="At the end, also write a self-contained HTML report here: flame graph, memory over time, "
+                "stacks with their trends (memwatcher report makes one from saved --output json).",
+                metavar="FILE",
+            ),
+        ] = None,
     ) -> None:
         """Call stacks holding memory never freed: a process (--pid, --command) or the kernel.
 
@@ -1532,11 +1444,16 @@ def register(app: typer.Typer) -> None:
         with ExitStack() as stack:
             if file is not None and (problem := check_writable(file)) is not None:
                 raise typer.BadParameter(problem, param_hint="--file")
+            if html is not None and (problem := check_writable(html)) is not None:
+                raise typer.BadParameter(problem, param_hint="--html")
             out: TextIO = stack.enter_context(open(file, "w")) if file is not None and periodic else sys.stdout
+            history = None
+            if html is not None:
+                from ..htmlreport import LeakHistory, write_report
 
-            def emit(report: LeakReport) -> None:
-                _emit(report, fmt, out, file)
-
+                history = LeakHistory()
+            # Exports (flame graphs, pprof, the HTML report) carry every stack; --top limits what is printed.
+            shown = top if periodic else None
             stop = stack.enter_context(stop_on_signals())
             gone = threading.Event()
             proc: CommandProcess | None = None
@@ -1577,15 +1494,42 @@ def register(app: typer.Typer) -> None:
                 threading.Thread(target=_watch_pid, args=(pid, gone, stop), daemon=True).start()
             for name in getattr(tracer, "skipped", []):
                 print(f"memwatcher: {name} not found in the allocator library; not traced", file=sys.stderr)
+            traced_pid = proc.pid if proc is not None else pid
+            settings = {
+                "kernel_mode": kernel_mode,
+                "interval_s": sched.interval_s,
+                "duration_s": sched.duration_s,
+                "count": sched.count,
+                "top": top,
+                "sort": sort.value,
+                "min_age_s": min_age,
+                **dataclasses.asdict(options),
+                "show_allocs": show_allocs,
+                "obj": obj,
+                "symbol_prefix": symbol_prefix,
+            }
+            run = run_metadata(shlex.join(argv) if argv else None, traced_pid, settings)
             print(f"memwatcher: tracing {tracer.target}; Ctrl-C to stop", file=sys.stderr)
 
-            # Exports (flame graphs, pprof) carry every stack; --top limits what is printed.
-            shown = top if periodic else None
+            def emit(report: LeakReport) -> None:
+                if history is not None:
+                    history.add(report_json(report, run))
+                    if shown is not None:
+                        report = dataclasses.replace(report, stacks=report.stacks[:shown])
+                _emit(report, fmt, out, file, run)
 
             def read() -> LeakReport:
-                return tracer.read(top=shown, min_age_s=min_age, sort=sort.value, show_allocs=show_allocs)
+                return tracer.read(
+                    top=None if history is not None else shown,
+                    min_age_s=min_age,
+                    sort=sort.value,
+                    show_allocs=show_allocs,
+                )
 
             _run(tracer, sched, stop, gone, read, emit)
+            if history is not None:
+                size_bytes = write_report(history, html)
+                print(f"memwatcher: HTML report written to {html} ({human_bytes(size_bytes)})", file=sys.stderr)
             if proc is not None:
                 proc.finish()
                 status = proc.exit_status if proc.exit_status is not None else 1

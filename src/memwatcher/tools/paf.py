@@ -61,6 +61,7 @@ from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer, timestamp
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ..topology import node_id_count
 from ._lifecycle import BPFReport
 
 __all__ = [
@@ -426,16 +427,6 @@ class PafOptions:
 # ---------------------------------------------------------------- kernel facts
 
 
-def _node_count() -> int:
-    """Highest possible node id + 1 (1 without NUMA)."""
-    try:
-        text = Path("/sys/devices/system/node/possible").read_text().strip()
-    except OSError:
-        return 1
-    ids = [int(x) for part in text.split(",") for x in part.split("-") if x]
-    return max(ids) + 1 if ids else 1
-
-
 def _max_numnodes(btf: BTF) -> int:
     size = btf.size_of("nodemask_t", "typedef")
     return size * 8 if size else 1
@@ -529,7 +520,7 @@ class PageAllocTracer(BPFReport):
         self.gfp = GfpNames.for_kernel()
         zone_enum = btf.enum_values("zone_type")
         self.nr_zones = zone_enum["__MAX_NR_ZONES"]
-        self.nr_nodes = min(_node_count(), self._layouts.constants["PAF_MAX_NODES"])
+        self.nr_nodes = min(node_id_count(), self._layouts.constants["PAF_MAX_NODES"])
         self.zone_names = kernel.zone_names(btf)
         self.migratetypes = _migratetype_names(btf)
         self.layout = self._calibrate(btf)

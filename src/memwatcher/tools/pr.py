@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
@@ -52,6 +51,7 @@ from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, Writer, human_ns, make_writer, timestamp
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ..topology import node_id_count
 from ._lifecycle import BPFReport
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
     "format_histogram",
     "histogram_quantile_ns",
     "latency_delta",
-    "parse_node_list",
     "plan",
     "register",
 ]
@@ -114,22 +113,6 @@ _STAT_MEMBERS = {
     "ref_keep": "nr_ref_keep",
     "unmap_fail": "nr_unmap_fail",
 }
-
-
-def parse_node_list(text: str) -> int:
-    """Number of node ids a kernel node list ("0", "0-3", "0,2-5") spans (max id + 1)."""
-    top = -1
-    for part in text.strip().split(","):
-        if part:
-            top = max(top, int(part.split("-")[-1]))
-    return top + 1 if top >= 0 else 1
-
-
-def _possible_nodes() -> int:
-    try:
-        return parse_node_list(Path("/sys/devices/system/node/possible").read_text())
-    except OSError:
-        return 1  # a kernel without NUMA support: every event says node 0
 
 
 def _hook_status() -> dict[str, tuple[bool, str]]:
@@ -614,7 +597,7 @@ class PageReclaim(BPFReport):
         kernel.require_bpf()
         self.available = Available.probe()
         self.layouts = header("pr")
-        self.node_count = _possible_nodes()
+        self.node_count = node_id_count()
         variants = [self.options.variant] if self.options.variant else list(_VARIANTS)
         want = self.options.scan_control
         self.scan_control_error: str | None = None

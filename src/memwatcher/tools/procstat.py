@@ -43,9 +43,9 @@ from ..libbpf import BPF_NOEXIST, BTF, BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import PID_MAX_LIMIT, Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
-from ..processes import ProcessIdentity, SharedMemory, identity, kib_fields, read_status, shared_memory
+from ..processes import PidWatch, ProcessIdentity, SharedMemory, identity, kib_fields, read_status, shared_memory
 from ..progress import slow_step
-from ..runner import readable, run_periodic, stop_on_signals
+from ..runner import run_periodic, stop_on_signals
 from ._lifecycle import BPFReport
 
 __all__ = [
@@ -409,27 +409,6 @@ def _printed_rows(
     return out
 
 
-class _PidWatch:
-    """Knows which --pid processes are still alive (pidfds: no pid-reuse race)."""
-
-    def __init__(self, pids: list[int], stack: ExitStack) -> None:
-        self.fds: dict[int, int] = {}
-        for pid in pids:
-            fd = os.pidfd_open(pid)
-            stack.callback(os.close, fd)
-            self.fds[pid] = fd
-
-    def exited(self) -> list[int]:
-        """Pids that exited since the last call (they are then forgotten)."""
-        if not self.fds:
-            return []
-        ready = readable(list(self.fds.values()), 0)
-        gone = [pid for pid, fd in self.fds.items() if fd in ready]
-        for pid in gone:
-            del self.fds[pid]
-        return gone
-
-
 def register(app: typer.Typer) -> None:
     @app.command("procstat")
     def procstat_command(
@@ -486,7 +465,7 @@ def register(app: typer.Typer) -> None:
             columns = [*columns, Column("pss_bytes", "PSS", "bytes"), Column("uss_bytes", "USS", "bytes")]
         writer = make_writer(output, columns)
         with ExitStack() as stack:
-            watch = _PidWatch(tgids, stack)
+            watch = stack.enter_context(PidWatch(tgids))
             with slow_step("loading and attaching procstat..."):
                 ps = stack.enter_context(ProcStat(ProcStatOptions(tuple(tgids), max_processes)))
             stop = stack.enter_context(stop_on_signals())
@@ -512,7 +491,7 @@ def register(app: typer.Typer) -> None:
                 writer.write(_printed_rows(rows, known, output == OutputFormat.table, pss), title=title)
                 for gone in watch.exited():
                     writer.message(f"memwatcher: process {gone} exited")
-                if tgids and not watch.fds:
+                if tgids and not watch.alive:
                     writer.message("memwatcher: every selected process has exited")
                     return False
                 return True

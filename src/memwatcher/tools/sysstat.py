@@ -30,6 +30,11 @@ kernels are >= 5.15):
   older than the supported floor). ``/proc/vmstat`` prints them divided by
   the huge page size; ``/proc/meminfo`` in kB, as here.
 * ``NR_KERNEL_STACK_KB`` counts KiB, a node item since 5.9.
+
+Beside the snapshot, each report row has the system's swap space and the rates
+of page faults, major faults and swap traffic since the previous row (group
+``swap`` and ``faults``): counters BPF cannot reach here, read from /proc
+(see :mod:`memwatcher.vmevents`). Like pressure, they are system-wide.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ from ..output import Column, Writer, make_writer, timestamp
 from ..pressure import SYSTEM_MEMORY_PRESSURE, Pressure, read_pressure
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ..topology import node_id_count, node_ids
+from ..vmevents import VmEvents, read_swap_space, read_vm_events
 from ._lifecycle import BPFReport
 
 __all__ = [
@@ -65,7 +72,6 @@ __all__ = [
     "SysStatOptions",
     "columns_for",
     "mem_available",
-    "parse_node_list",
     "plan",
     "register",
 ]
@@ -148,8 +154,18 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("low_watermark_bytes", "WMARKLOW", "part2", ("WMARK_LOW",)),
     Counter("reserved_bytes", "RESERVED", "part2", ("TOTALRESERVE",)),
 )
-# "pressure": the system's memory pressure (PSI, memwatcher.pressure), not per node.
-GROUPS = ("part1", "part2", "pressure")
+# System-wide groups, not per node: "pressure" (PSI, memwatcher.pressure), "swap" (swap
+# space and traffic) and "faults" (fault rates), from memwatcher.vmevents.
+GROUPS = ("part1", "part2", "pressure", "swap", "faults")
+# (key, table header, unit, group) of the system-wide columns from /proc.
+_SYSTEM_COLUMNS = (
+    ("swap_total_bytes", "SWAPTOT", "bytes", "swap"),
+    ("swap_free_bytes", "SWAPFREE", "bytes", "swap"),
+    ("swap_in_bytes_per_s", "SWPIN/s", "bytes", "swap"),
+    ("swap_out_bytes_per_s", "SWPOUT/s", "bytes", "swap"),
+    ("page_faults_per_s", "FLT/s", "", "faults"),
+    ("major_faults_per_s", "MAJFLT/s", "", "faults"),
+)
 
 
 @dataclass(frozen=True)
@@ -256,24 +272,6 @@ def mem_available(counters: dict[str, int | None]) -> int | None:
     return max(0, available)
 
 
-def parse_node_list(text: str) -> list[int]:
-    """Node ids of a kernel node list ("0", "0-3", "0,2-5"; empty: none)."""
-    ids: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        ids.extend(range(int(lo), int(hi or lo) + 1))
-    return ids
-
-
-def _node_list(name: str) -> list[int]:
-    try:
-        return parse_node_list(Path(f"/sys/devices/system/node/{name}").read_text())
-    except OSError:
-        return [0]  # a kernel without NUMA support has node 0 only
-
-
 # ---------------------------------------------------------------- plan
 
 
@@ -347,9 +345,8 @@ class SysStat(BPFReport):
             for name, value in layouts.constants.items()
             if name.startswith("SYSSTAT_") and not name.startswith(("SYSSTAT_TRIGGER_", "SYSSTAT_NR_"))
         }
-        possible = _node_list("possible")
-        self.nr_nodes = max(possible) + 1 if possible else 1
-        self.memory_nodes = _node_list("has_memory") if Path("/sys/devices/system/node").is_dir() else [0]
+        self.nr_nodes = node_id_count()
+        self.memory_nodes = node_ids("has_memory")
         self._obj = obj = self._owned.enter_context(BPFObject.open(object_path("sysstat")))
         obj.rodata.min_period_ns = int(self.options.min_period_ms * 1_000_000)
         obj.rodata.nr_nodes = self.nr_nodes
@@ -425,15 +422,18 @@ class SysStat(BPFReport):
 
 
 def columns_for(groups: Sequence[str], per_node: bool, table: bool = False) -> list[Column]:
-    """Output columns for the chosen groups, in COUNTERS order (plus NODE), then pressure.
+    """Output columns for the chosen groups, in COUNTERS order (plus NODE), then pressure, swap, faults.
 
-    Pressure is system-wide: no columns per node; a table shows its 10 s averages only.
+    Those three are system-wide: no columns per node; a table shows pressure's 10 s averages only.
     """
     cols = [Column("node", "NODE")] if per_node else []
     cols += [Column(c.key, c.header, "bytes") for c in COUNTERS if c.group in groups]
-    if "pressure" in groups and not per_node:
+    if per_node:
+        return cols
+    if "pressure" in groups:
         keys = [k for k in _PRESSURE_KEYS if not table or k.endswith("avg10_pct")]
         cols += [Column(k, k.removeprefix("pressure_").removesuffix("_pct").upper().replace("_AVG", "")) for k in keys]
+    cols += [Column(key, header, unit) for key, header, unit, group in _SYSTEM_COLUMNS if group in groups]
     return cols
 
 
@@ -447,6 +447,7 @@ class _Reporter:
         self.per_node = per_node
         self._warned_missing = False
         self._warned_no_pressure = False
+        self._events: VmEvents = read_vm_events()  # the first row's rates cover the time since start
 
     def _pressure(self) -> dict[str, float | int | None]:
         pressure = read_pressure()
@@ -456,6 +457,16 @@ class _Reporter:
                 self._warned_no_pressure = True
             return dict.fromkeys(_PRESSURE_KEYS)
         return pressure.fields()
+
+    def _system(self) -> dict[str, float | int | None]:
+        """Swap space, and fault and swap rates since the previous row."""
+        events = read_vm_events()
+        row = events.rates(self._events, self.stat.page_bytes)
+        self._events = events
+        swap = read_swap_space()
+        row["swap_total_bytes"] = swap.total_bytes if swap else None
+        row["swap_free_bytes"] = swap.free_bytes if swap else None
+        return row
 
     def sample(self) -> None:
         rows = self.stat.read(per_node=self.per_node)
@@ -470,6 +481,7 @@ class _Reporter:
                 row["node"] = r.node
             else:
                 row.update(self._pressure())
+                row.update(self._system())
             out.append(row)
         st = self.stat.stats()
         self.writer.write(out, timestamp(), title=f"snapshots {st.snapshots} (forced {st.forced})")
@@ -501,6 +513,7 @@ def register(app: typer.Typer) -> None:
                 "-g",
                 help="Column group: part1 (LRU, dirty, mapped, available), part2 "
                 "(slab, huge pages, kernel; the original -n), pressure (PSI; with part1 the table default), "
+                "swap (space, bytes swapped in/out per s), faults (page and major faults per s), "
                 "all. Repeatable.",
             ),
         ] = None,
