@@ -59,6 +59,19 @@ static __always_inline void procstat_read_rss_counter(const struct mm_struct *mm
 	*percpu_parts = *(const __u64 *)((const void *)mm + off + bpf_core_field_offset(struct percpu_counter, counters));
 }
 
+/* mm->pgtables_bytes counts the page tables of every level since Linux 4.15
+ * (commit af5b0f6a09e4, "mm: consolidate page table accounting"); older
+ * kernels count them per level, which no report reads. False without it.
+ * A plain load: mm must be a pointer the verifier trusts (procstat's
+ * prev->mm, on every context switch); oom_mm_pgtables_bytes probes. */
+static __always_inline bool mm_pgtables_bytes(const struct mm_struct *mm, __u64 *bytes)
+{
+	if (!bpf_core_field_exists(mm->pgtables_bytes))
+		return false;
+	*bytes = mm->pgtables_bytes.counter;
+	return true;
+}
+
 /* ---- pr ---- */
 
 /* struct reclaim_stat, passed by pointer to mm_vmscan_lru_shrink_inactive
@@ -127,9 +140,10 @@ static __always_inline void pr_read_reclaim_stat(const void *stat, int file, str
 	}
 }
 
-/* struct scan_control (mm/vmscan.c, private to that file) as the shrink_node
- * fentry/fexit programs read it: only the members named here, found by name.
- * Its bitfields and members come and go between kernels (proactive: 5.19+). */
+/* struct scan_control is private to mm/vmscan.c, so its layout moves with
+ * any change to that file: members are found by name, and only the ones
+ * named here. The `proactive` bit (reclaim asked for through memory.reclaim)
+ * exists since Linux 5.19; without it no reclaim counts as proactive. */
 struct scan_control___pr {
 	unsigned long nr_to_reclaim;
 	struct mem_cgroup *target_mem_cgroup;
@@ -141,10 +155,42 @@ struct scan_control___pr {
 	unsigned long nr_reclaimed;
 } __attribute__((preserve_access_index));
 
+/* What the shrink_node programs keep of a struct scan_control, in pages. */
+struct pr_scan_control {
+	__u64 to_reclaim_pages;
+	__u64 scanned_pages;
+	__u64 reclaimed_pages;
+	__s32 priority;
+	__s32 order;
+	__s32 reclaim_idx;
+	bool memcg;	/* target_mem_cgroup set: reclaim for a cgroup's limit */
+	bool proactive;
+};
+
+static __always_inline void pr_read_scan_control(const void *scan_control, struct pr_scan_control *out)
+{
+	const struct scan_control___pr *sc = scan_control;
+
+	out->to_reclaim_pages = BPF_CORE_READ(sc, nr_to_reclaim);
+	out->scanned_pages = BPF_CORE_READ(sc, nr_scanned);
+	out->reclaimed_pages = BPF_CORE_READ(sc, nr_reclaimed);
+	out->priority = BPF_CORE_READ(sc, priority);
+	out->order = BPF_CORE_READ(sc, order);
+	out->reclaim_idx = BPF_CORE_READ(sc, reclaim_idx);
+	out->memcg = BPF_CORE_READ(sc, target_mem_cgroup) != NULL;
+	out->proactive = bpf_core_field_exists(sc->proactive) && BPF_CORE_READ_BITFIELD_PROBED(sc, proactive);
+}
+
+/* Whether the current task is the node's kswapd. current_is_kswapd() tests
+ * PF_KSWAPD, a #define BTF does not carry; pgdat->kswapd says the same. */
 struct pglist_data___pr {
-	int node_id;
 	struct task_struct *kswapd;
 } __attribute__((preserve_access_index));
+
+static __always_inline bool pr_current_is_kswapd(const void *pgdat)
+{
+	return (__u64)BPF_CORE_READ((const struct pglist_data___pr *)pgdat, kswapd) == bpf_get_current_task();
+}
 
 /* ---- paf, sysstat ---- */
 
@@ -160,6 +206,16 @@ static __always_inline unsigned long zone_managed_pages(const struct zone *zone)
 	if (bpf_core_field_exists(zone->managed_pages.counter))
 		return BPF_CORE_READ(zone, managed_pages.counter);
 	return BPF_CORE_READ((const struct zone___paf_ulong *)zone, managed_pages);
+}
+
+/* zone->watermark_boost exists since Linux 5.0 (commit 1c30844d2dfe, "mm:
+ * reclaim small amounts of memory when an external fragmentation event
+ * occurs"); before it no watermark was boosted. */
+static __always_inline unsigned long zone_watermark_boost(const struct zone *zone)
+{
+	if (bpf_core_field_exists(zone->watermark_boost))
+		return BPF_CORE_READ(zone, watermark_boost);
+	return 0;
 }
 
 /* page->flags is a memdesc_flags_t (a struct holding the word as .f) since
@@ -197,6 +253,15 @@ static __always_inline __u64 oom_mm_counter(const struct mm_struct *mm, __u32 it
 	if (bpf_probe_read_kernel(&count, sizeof(count), (const void *)mm + off))
 		return 0;
 	return count < 0 ? 0 : count;
+}
+
+/* mm_pgtables_bytes for an mm that is only a number: a probe read. */
+static __always_inline bool oom_mm_pgtables_bytes(const struct mm_struct *mm, __u64 *bytes)
+{
+	if (!bpf_core_field_exists(mm->pgtables_bytes))
+		return false;
+	*bytes = BPF_CORE_READ(mm, pgtables_bytes.counter);
+	return true;
 }
 
 /* kernfs_node->parent became the RCU-protected __parent in Linux 6.15

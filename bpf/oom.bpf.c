@@ -321,9 +321,7 @@ static __always_inline void fill_victim(struct oom_kill *e, __u64 victim)
 	e->rss_anon_pages = oom_mm_counter(mm, mm_anonpages);
 	e->rss_shmem_pages = oom_mm_counter(mm, mm_shmempages);
 	e->swap_pages = oom_mm_counter(mm, mm_swapents);
-	if (bpf_core_field_exists(mm->pgtables_bytes))
-		e->pgtables_bytes = BPF_CORE_READ(mm, pgtables_bytes.counter);
-	else
+	if (!oom_mm_pgtables_bytes(mm, &e->pgtables_bytes))
 		e->flags |= OOM_F_NO_PGTABLES;
 }
 

@@ -110,7 +110,7 @@ static __always_inline struct pglist_data *pgdat_from_memcg(__u32 nid)
 		pn = (void *)read_u64(memcg + bpf_core_field_offset(struct mem_cgroup, nodeinfo) +
 				      nid * sizeof(void *));
 		pgdat = pn ? BPF_CORE_READ(pn, lruvec.pgdat) : NULL;
-		if (pgdat && (!bpf_core_field_exists(pgdat->node_id) || BPF_CORE_READ(pgdat, node_id) == nid))
+		if (pgdat && BPF_CORE_READ(pgdat, node_id) == nid)
 			return pgdat;
 		css = BPF_CORE_READ(css, parent);
 	}
@@ -136,8 +136,8 @@ static __always_inline struct zone *node_zone(__u32 nid, __u32 zid)
 }
 
 struct zone_state {
-	__u64 wmark_min, wmark_low, wmark_high, boost, present, managed;
-	__s64 free;
+	__u64 wmark_min_pages, wmark_low_pages, wmark_high_pages, boost_pages, present_pages, managed_pages;
+	__s64 free_pages;
 };
 
 static __always_inline void read_zone_state(struct zone *z, struct zone_state *s)
@@ -145,13 +145,13 @@ static __always_inline void read_zone_state(struct zone *z, struct zone_state *s
 	void *wmark = (void *)z + bpf_core_field_offset(struct zone, _watermark);
 	void *vm_stat = (void *)z + bpf_core_field_offset(struct zone, vm_stat);
 
-	s->wmark_min = read_u64(wmark + bpf_core_enum_value(enum zone_watermarks, WMARK_MIN) * sizeof(long));
-	s->wmark_low = read_u64(wmark + bpf_core_enum_value(enum zone_watermarks, WMARK_LOW) * sizeof(long));
-	s->wmark_high = read_u64(wmark + bpf_core_enum_value(enum zone_watermarks, WMARK_HIGH) * sizeof(long));
-	s->boost = bpf_core_field_exists(z->watermark_boost) ? BPF_CORE_READ(z, watermark_boost) : 0;
-	s->present = BPF_CORE_READ(z, present_pages);
-	s->managed = zone_managed_pages(z);
-	s->free = read_u64(vm_stat + bpf_core_enum_value(enum zone_stat_item, NR_FREE_PAGES) * sizeof(long));
+	s->wmark_min_pages = read_u64(wmark + bpf_core_enum_value(enum zone_watermarks, WMARK_MIN) * sizeof(long));
+	s->wmark_low_pages = read_u64(wmark + bpf_core_enum_value(enum zone_watermarks, WMARK_LOW) * sizeof(long));
+	s->wmark_high_pages = read_u64(wmark + bpf_core_enum_value(enum zone_watermarks, WMARK_HIGH) * sizeof(long));
+	s->boost_pages = zone_watermark_boost(z);
+	s->present_pages = BPF_CORE_READ(z, present_pages);
+	s->managed_pages = zone_managed_pages(z);
+	s->free_pages = read_u64(vm_stat + bpf_core_enum_value(enum zone_stat_item, NR_FREE_PAGES) * sizeof(long));
 }
 
 /* page->flags of one page on the zone's free lists (those pages belong to the
@@ -209,14 +209,14 @@ static __always_inline void snapshot_zone(__u32 nid, __u32 zid, struct pglist_da
 	z = (void *)pgdat + bpf_core_field_offset(struct pglist_data, node_zones) +
 	    zid * bpf_core_type_size(struct zone);
 	read_zone_state(z, &s);
-	out->wmark_min = s.wmark_min;
-	out->wmark_low = s.wmark_low;
-	out->wmark_high = s.wmark_high;
-	out->boost = s.boost;
-	out->present = s.present;
-	out->managed = s.managed;
-	out->free = s.free;
-	out->spanned = BPF_CORE_READ(z, spanned_pages);
+	out->wmark_min_pages = s.wmark_min_pages;
+	out->wmark_low_pages = s.wmark_low_pages;
+	out->wmark_high_pages = s.wmark_high_pages;
+	out->boost_pages = s.boost_pages;
+	out->present_pages = s.present_pages;
+	out->managed_pages = s.managed_pages;
+	out->free_pages = s.free_pages;
+	out->spanned_pages = BPF_CORE_READ(z, spanned_pages);
 	out->start_pfn = BPF_CORE_READ(z, zone_start_pfn);
 	bpf_probe_read_kernel_str(out->name, sizeof(out->name), BPF_CORE_READ(z, name));
 	if (sample)
@@ -253,7 +253,7 @@ static __always_inline __u32 failure_zone(__u32 nid, __u64 gfp)
 		__u32 slot = nid * PAF_MAX_ZONES + z;
 		struct paf_zone *zi = bpf_map_lookup_elem(&zones, &slot);
 
-		if (zi && zi->valid && zi->managed)
+		if (zi && zi->valid && zi->managed_pages)
 			return z;
 	}
 	return PAF_UNKNOWN;
@@ -278,13 +278,13 @@ static __always_inline void emit(__u32 kind, __u32 nid, __u32 zid, __u32 order, 
 		__sync_fetch_and_add(&zone_unreadable, 1);
 	e->ts_ns = bpf_ktime_get_ns();
 	e->gfp = gfp;
-	e->wmark_min = s.wmark_min;
-	e->wmark_low = s.wmark_low;
-	e->wmark_high = s.wmark_high;
-	e->boost = s.boost;
-	e->present = s.present;
-	e->managed = s.managed;
-	e->free = s.free;
+	e->wmark_min_pages = s.wmark_min_pages;
+	e->wmark_low_pages = s.wmark_low_pages;
+	e->wmark_high_pages = s.wmark_high_pages;
+	e->boost_pages = s.boost_pages;
+	e->present_pages = s.present_pages;
+	e->managed_pages = s.managed_pages;
+	e->free_pages = s.free_pages;
 	e->kind = kind;
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;

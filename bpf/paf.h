@@ -28,17 +28,17 @@ struct paf_counts {
 	__u64 failures;
 };
 
-/* One zone as the kernel holds it right now, in pages. The watermarks are the
- * raw _watermark[] values (without watermark_boost). */
+/* One zone as the kernel holds it right now. The watermarks are the raw
+ * _watermark[] values (without watermark_boost). */
 struct paf_zone {
-	__u64 wmark_min;
-	__u64 wmark_low;
-	__u64 wmark_high;
-	__u64 boost;
-	__u64 present;
-	__u64 managed;
-	__s64 free;
-	__u64 spanned;
+	__u64 wmark_min_pages;
+	__u64 wmark_low_pages;
+	__u64 wmark_high_pages;
+	__u64 boost_pages;
+	__u64 present_pages;
+	__u64 managed_pages;
+	__s64 free_pages;
+	__u64 spanned_pages;
 	__u64 start_pfn;
 	/* page->flags of one page found on this zone's free lists (see has_sample). */
 	__u64 sample_flags;
@@ -53,13 +53,13 @@ struct paf_zone {
 struct paf_event {
 	__u64 ts_ns;
 	__u64 gfp;
-	__u64 wmark_min;
-	__u64 wmark_low;
-	__u64 wmark_high;
-	__u64 boost;
-	__u64 present;
-	__u64 managed;
-	__s64 free;
+	__u64 wmark_min_pages;
+	__u64 wmark_low_pages;
+	__u64 wmark_high_pages;
+	__u64 boost_pages;
+	__u64 present_pages;
+	__u64 managed_pages;
+	__s64 free_pages;
 	__u32 kind;
 	__u32 pid;
 	__u32 tid;

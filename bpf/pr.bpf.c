@@ -122,24 +122,24 @@ static __always_inline void emit_event(int nid, __u64 scanned, __u64 reclaimed, 
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
-	e->scanned = scanned;
-	e->reclaimed = reclaimed;
+	e->scanned_pages = scanned;
+	e->reclaimed_pages = reclaimed;
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->nid = nid;
 	e->priority = priority;
 	e->file = file;
 	e->reclaimer = current_reclaimer((__u32)pid_tgid);
-	e->dirty = rs->dirty;
-	e->unqueued_dirty = rs->unqueued_dirty;
-	e->congested = rs->congested;
-	e->writeback = rs->writeback;
-	e->immediate = rs->immediate;
-	e->pageout = rs->pageout;
-	e->activate_anon = rs->activate[0];
-	e->activate_file = rs->activate[1];
-	e->ref_keep = rs->ref_keep;
-	e->unmap_fail = rs->unmap_fail;
+	e->dirty_pages = rs->dirty;
+	e->unqueued_dirty_pages = rs->unqueued_dirty;
+	e->congested_pages = rs->congested;
+	e->writeback_pages = rs->writeback;
+	e->immediate_pages = rs->immediate;
+	e->pageout_pages = rs->pageout;
+	e->activate_anon_pages = rs->activate[0];
+	e->activate_file_pages = rs->activate[1];
+	e->ref_keep_pages = rs->ref_keep;
+	e->unmap_fail_pages = rs->unmap_fail;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	__sync_fetch_and_add(&events_submitted, 1);
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
@@ -160,17 +160,17 @@ static __always_inline void on_shrink_inactive(int nid, __u64 scanned, __u64 rec
 	if (n) {
 		l = &n->lru[file];
 		l->inactive_shrinks++;
-		l->scanned += scanned;
-		l->reclaimed += reclaimed;
-		l->dirty += rs.dirty;
-		l->unqueued_dirty += rs.unqueued_dirty;
-		l->congested += rs.congested;
-		l->writeback += rs.writeback;
-		l->immediate += rs.immediate;
-		l->pageout += rs.pageout;
-		l->activated += rs.activate[0] + rs.activate[1];
-		l->ref_keep += rs.ref_keep;
-		l->unmap_fail += rs.unmap_fail;
+		l->scanned_pages += scanned;
+		l->reclaimed_pages += reclaimed;
+		l->dirty_pages += rs.dirty;
+		l->unqueued_dirty_pages += rs.unqueued_dirty;
+		l->congested_pages += rs.congested;
+		l->writeback_pages += rs.writeback;
+		l->immediate_pages += rs.immediate;
+		l->pageout_pages += rs.pageout;
+		l->activated_pages += rs.activate[0] + rs.activate[1];
+		l->ref_keep_pages += rs.ref_keep;
+		l->unmap_fail_pages += rs.unmap_fail;
 	}
 	if (emit_events)
 		emit_event(nid, scanned, reclaimed, priority, file, &rs);
@@ -186,10 +186,10 @@ static __always_inline void on_shrink_active(int nid, __u64 taken, __u64 kept, _
 		return;
 	l = &n->lru[file != 0];
 	l->active_shrinks++;
-	l->active_taken += taken;
-	l->active_kept += kept;
-	l->deactivated += deactivated;
-	l->referenced += referenced;
+	l->active_taken_pages += taken;
+	l->active_kept_pages += kept;
+	l->deactivated_pages += deactivated;
+	l->referenced_pages += referenced;
 }
 
 static __always_inline void on_kswapd(int nid, bool wake)
@@ -349,47 +349,46 @@ struct {
 	__type(value, struct pr_sc_kind);
 } sc_kinds SEC(".maps");
 
-static __always_inline __u32 sc_kind(const struct pglist_data___pr *pgdat, const struct scan_control___pr *sc)
+static __always_inline __u32 sc_kind(const void *pgdat, const struct pr_scan_control *sc)
 {
-	if (bpf_core_field_exists(sc->proactive) && BPF_CORE_READ_BITFIELD_PROBED(sc, proactive))
+	if (sc->proactive)
 		return PR_SC_PROACTIVE;
-	if (BPF_CORE_READ(sc, target_mem_cgroup))
+	if (sc->memcg)
 		return PR_SC_MEMCG;
-	/* current_is_kswapd() tests PF_KSWAPD, a #define; the node's kswapd
-	 * task pointer says the same without a flag value. */
-	if ((__u64)BPF_CORE_READ(pgdat, kswapd) == bpf_get_current_task())
+	if (pr_current_is_kswapd(pgdat))
 		return PR_SC_KSWAPD;
 	return PR_SC_DIRECT;
 }
 
-static __always_inline void on_shrink_node_entry(const void *pgdat, const void *scp)
+static __always_inline void on_shrink_node_entry(const void *pgdat, const void *scan_control)
 {
-	const struct scan_control___pr *sc = scp;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pr_sc_start st = {};
+	struct pr_scan_control sc;
 	struct pr_totals *t;
 
-	st.kind = sc_kind(pgdat, sc);
-	st.priority = BPF_CORE_READ(sc, priority);
-	st.order = BPF_CORE_READ(sc, order);
-	st.reclaim_idx = BPF_CORE_READ(sc, reclaim_idx);
-	st.to_reclaim = BPF_CORE_READ(sc, nr_to_reclaim);
-	st.scanned = BPF_CORE_READ(sc, nr_scanned);
-	st.reclaimed = BPF_CORE_READ(sc, nr_reclaimed);
+	pr_read_scan_control(scan_control, &sc);
+	st.kind = sc_kind(pgdat, &sc);
+	st.priority = sc.priority;
+	st.order = sc.order;
+	st.reclaim_idx = sc.reclaim_idx;
+	st.to_reclaim_pages = sc.to_reclaim_pages;
+	st.scanned_pages = sc.scanned_pages;
+	st.reclaimed_pages = sc.reclaimed_pages;
 	st.ts_ns = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&sc_starts, &tid, &st, BPF_ANY) && (t = get_totals()))
 		t->sc_starts_full++;
 }
 
-static __always_inline void on_shrink_node_exit(const void *scp)
+static __always_inline void on_shrink_node_exit(const void *scan_control)
 {
-	const struct scan_control___pr *sc = scp;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pr_totals *t = get_totals();
 	struct pr_sc_start st, *found;
+	struct pr_scan_control sc;
 	struct pr_sc_prio *p;
 	struct pr_sc_kind *k;
-	__u64 reclaimed, slot;
+	__u64 slot;
 	__u32 key;
 
 	if (!t)
@@ -401,7 +400,7 @@ static __always_inline void on_shrink_node_exit(const void *scp)
 	}
 	st = *found;
 	bpf_map_delete_elem(&sc_starts, &tid);
-	reclaimed = BPF_CORE_READ(sc, nr_reclaimed);
+	pr_read_scan_control(scan_control, &sc);
 	if (st.kind >= PR_SC_KINDS || st.priority < 0 || st.priority >= PR_PRIO_SLOTS) {
 		t->sc_out_of_range++;
 		return;
@@ -412,10 +411,10 @@ static __always_inline void on_shrink_node_exit(const void *scp)
 	if (!p || !k)
 		return;
 	p->calls++;
-	p->scanned += BPF_CORE_READ(sc, nr_scanned) - st.scanned;
-	p->reclaimed += reclaimed - st.reclaimed;
-	p->to_reclaim += st.to_reclaim;
-	p->goal_met += reclaimed >= st.to_reclaim;
+	p->scanned_pages += sc.scanned_pages - st.scanned_pages;
+	p->reclaimed_pages += sc.reclaimed_pages - st.reclaimed_pages;
+	p->to_reclaim_pages += st.to_reclaim_pages;
+	p->goal_met_calls += sc.reclaimed_pages >= st.to_reclaim_pages;
 	p->duration_ns += bpf_ktime_get_ns() - st.ts_ns;
 	/* 64-bit indices bounded right before use (see on_reclaim_end). */
 	slot = st.order;

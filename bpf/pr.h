@@ -12,27 +12,27 @@
 /* Event reclaimer when the task is in neither: kswapd, proactive reclaim, ... */
 #define PR_KIND_OTHER 2
 
-/* Cumulative counters of one LRU type (anon or file) of one node, in pages unless
- * named otherwise. The first group sums struct reclaim_stat of every
- * mm_vmscan_lru_shrink_inactive event, the second mm_vmscan_lru_shrink_active. */
+/* Cumulative counters of one LRU type (anon or file) of one node. The first
+ * group sums struct reclaim_stat of every mm_vmscan_lru_shrink_inactive event,
+ * the second mm_vmscan_lru_shrink_active; *_shrinks count events. */
 struct pr_lru {
 	__u64 inactive_shrinks;
-	__u64 scanned;
-	__u64 reclaimed;
-	__u64 dirty;
-	__u64 unqueued_dirty;
-	__u64 congested;
-	__u64 writeback;
-	__u64 immediate;
-	__u64 pageout;
-	__u64 activated;
-	__u64 ref_keep;
-	__u64 unmap_fail;
+	__u64 scanned_pages;
+	__u64 reclaimed_pages;
+	__u64 dirty_pages;
+	__u64 unqueued_dirty_pages;
+	__u64 congested_pages;
+	__u64 writeback_pages;
+	__u64 immediate_pages;
+	__u64 pageout_pages;
+	__u64 activated_pages;
+	__u64 ref_keep_pages;
+	__u64 unmap_fail_pages;
 	__u64 active_shrinks;
-	__u64 active_taken;
-	__u64 active_kept;
-	__u64 deactivated;
-	__u64 referenced;
+	__u64 active_taken_pages;
+	__u64 active_kept_pages;
+	__u64 deactivated_pages;
+	__u64 referenced_pages;
 };
 
 /* Per-CPU value of the `nodes` array, indexed by node id. lru[0] is anon, lru[1] file. */
@@ -81,24 +81,24 @@ struct pr_hist {
 /* One mm_vmscan_lru_shrink_inactive event (ring buffer, with --events). */
 struct pr_event {
 	__u64 ts_ns;
-	__u64 scanned;
-	__u64 reclaimed;
+	__u64 scanned_pages;
+	__u64 reclaimed_pages;
 	__u32 pid;
 	__u32 tid;
 	__s32 nid;
 	__s32 priority;
 	__u32 file;
 	__u32 reclaimer;
-	__u32 dirty;
-	__u32 unqueued_dirty;
-	__u32 congested;
-	__u32 writeback;
-	__u32 immediate;
-	__u32 pageout;
-	__u32 activate_anon;
-	__u32 activate_file;
-	__u32 ref_keep;
-	__u32 unmap_fail;
+	__u32 dirty_pages;
+	__u32 unqueued_dirty_pages;
+	__u32 congested_pages;
+	__u32 writeback_pages;
+	__u32 immediate_pages;
+	__u32 pageout_pages;
+	__u32 activate_anon_pages;
+	__u32 activate_file_pages;
+	__u32 ref_keep_pages;
+	__u32 unmap_fail_pages;
 	char comm[16];
 };
 
@@ -124,12 +124,12 @@ struct pr_event {
 struct pr_sc_prio {
 	__u64 calls;
 	/* sums of the per-call deltas of sc->nr_scanned and sc->nr_reclaimed */
-	__u64 scanned;
-	__u64 reclaimed;
+	__u64 scanned_pages;
+	__u64 reclaimed_pages;
 	/* sum of sc->nr_to_reclaim (the reclaim's goal) at entry */
-	__u64 to_reclaim;
+	__u64 to_reclaim_pages;
 	/* calls returning with sc->nr_reclaimed >= sc->nr_to_reclaim */
-	__u64 goal_met;
+	__u64 goal_met_calls;
 	__u64 duration_ns;
 };
 
@@ -143,9 +143,9 @@ struct pr_sc_kind {
 /* `sc_starts` value, key thread id: scan_control at shrink_node() entry. */
 struct pr_sc_start {
 	__u64 ts_ns;
-	__u64 scanned;
-	__u64 reclaimed;
-	__u64 to_reclaim;
+	__u64 scanned_pages;
+	__u64 reclaimed_pages;
+	__u64 to_reclaim_pages;
 	__u32 kind;
 	__s32 priority;
 	__s32 order;

@@ -238,9 +238,7 @@ static __always_inline void sample_task(struct task_struct *task)
 	e->data_vm_pages = mm->data_vm;
 	e->stack_vm_pages = mm->stack_vm;
 	e->hiwater_rss_pages = mm->hiwater_rss;
-	if (bpf_core_field_exists(mm->pgtables_bytes))
-		e->pgtables_bytes = mm->pgtables_bytes.counter;
-	else
+	if (!mm_pgtables_bytes(mm, &e->pgtables_bytes))
 		flags |= PROCSTAT_F_NO_PGTABLES;
 	e->flags = flags;
 	/* The clock is read once per scheduler tick and process: cheaper

@@ -191,7 +191,7 @@ static __always_inline __s64 low_wmark_pages(char *zone)
 
 	bpf_probe_read_kernel(&low, sizeof(low), zone + bpf_core_field_offset(struct zone, _watermark) +
 						       bpf_core_enum_value(enum zone_watermarks, WMARK_LOW) * sizeof(long));
-	return low + (bpf_core_field_exists(z->watermark_boost) ? BPF_CORE_READ(z, watermark_boost) : 0);
+	return low + zone_watermark_boost(z);
 }
 
 /* Copy one node's counters (its own and its zones' sums) into `nodes`;

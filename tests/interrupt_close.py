@@ -4,8 +4,8 @@ Run by test_libbpf.py in a child process (a double free would kill pytest):
 ``python interrupt_close.py OBJECT``. For k = 1, 2, ... it builds an object
 with a link, a ring buffer (and its counting consumer) and a parsed BTF,
 closes them with an exception raised before the k-th bytecode executed in a
-``close`` method of memwatcher.libbpf, closes everything again as enclosing
-``with`` blocks would, and checks that no BPF file descriptor is left. It
+``close`` method of the memwatcher.libbpf package, closes everything again
+as enclosing ``with`` blocks would, and checks that no BPF file descriptor is left. It
 stops after the first k that the closing finished before reaching, printing
 "done K"; a crash means something was freed twice.
 """
@@ -16,6 +16,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -23,6 +24,8 @@ import numpy as np
 
 from memwatcher import libbpf
 from memwatcher.libbpf import BTF, BPFObject, LibbpfError, RingBuffer
+
+LIBBPF_DIR = Path(libbpf.__file__).parent
 
 
 class Interrupt(BaseException):
@@ -55,7 +58,7 @@ def interrupted(k: int, fn: Callable[[], object]) -> bool:
 
     def call(frame: FrameType, event: str, arg: Any) -> Any:
         code = frame.f_code
-        if code.co_filename != libbpf.__file__ or code.co_name != "close":
+        if Path(code.co_filename).parent != LIBBPF_DIR or code.co_name != "close":
             return None
         frame.f_trace_lines = False
         frame.f_trace_opcodes = True

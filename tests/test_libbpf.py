@@ -15,7 +15,15 @@ import pytest
 
 from conftest import TEST_BPF_DIR, build_test_object, requires_bpf
 from memwatcher.elf import function_offsets
-from memwatcher.libbpf import BTF, BPFObject, LibbpfError, NotSupportedError, RingBuffer, VerifierError
+from memwatcher.libbpf import (
+    BTF,
+    BPFObject,
+    LibbpfError,
+    LibbpfNotSupportedError,
+    NotSupportedError,
+    RingBuffer,
+    VerifierError,
+)
 from memwatcher.records import load_header
 
 pytestmark = requires_bpf
@@ -320,8 +328,21 @@ def test_unknown_program_and_map_names(trigger_path: Path) -> None:
 def test_uprobe_on_missing_function(trigger_path: Path) -> None:
     with open_trigger(trigger_path) as obj:
         obj.load()
-        with pytest.raises(LibbpfError, match="no_such_function_xyz"):
+        with pytest.raises(LibbpfError, match="no_such_function_xyz") as e:
             obj.programs.on_getpid.attach_uprobe("/bin/true", "no_such_function_xyz")
+    # A function missing from a user binary is the caller's mistake, not a kernel limit.
+    assert not isinstance(e.value, NotSupportedError)
+
+
+@pytest.mark.parametrize("program", ["no_such_tracepoint", "no_such_function"])
+def test_attaching_to_a_hook_the_kernel_lacks_is_not_supported(program: str) -> None:
+    with BPFObject.open(build_test_object("missing_hooks")) as obj:
+        obj.load()
+        with pytest.raises(LibbpfNotSupportedError, match=f"memwatcher_{program}") as e:
+            obj.programs[program].attach()
+    assert isinstance(e.value, NotSupportedError)  # exit 77
+    assert e.value.errno == errno.ENOENT
+    assert e.value.feature.startswith(f"attach program '{program}'")
 
 
 def test_map_update_with_wrong_key_size(trigger_path: Path) -> None:

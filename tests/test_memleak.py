@@ -16,11 +16,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from conftest import requires_bpf
 from memwatcher import kernel
+from memwatcher.cli import app
 from memwatcher.elf import function_offsets
 from memwatcher.symbolize import Frame
+from memwatcher.tools import memleak
 from memwatcher.tools.memleak import (
     USER_FUNCTIONS,
     KernelMemleak,
@@ -902,9 +905,23 @@ def test_json_report_shape() -> None:
     json.dumps(data)
 
 
-def test_options_defaults_are_sane() -> None:
-    opts = MemleakOptions()
-    assert opts.sample_rate == 1 and opts.max_allocs > 0 and opts.max_size_bytes is None
+class _TracerBuilt(Exception):
+    """Stops the CLI where it would start tracing."""
+
+
+def test_cli_defaults_are_the_options_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI spells its defaults again: without flags it must ask for MemleakOptions().
+    built: list[MemleakOptions] = []
+
+    def tracer(options: MemleakOptions, pid: int | None = None) -> None:
+        built.append(options)
+        raise _TracerBuilt
+
+    monkeypatch.setattr(memleak, "KernelMemleak", tracer)
+    monkeypatch.setattr(kernel, "require_bpf", lambda: None)
+    result = CliRunner().invoke(app, ["memleak", "--kernel"])
+    assert isinstance(result.exception, _TracerBuilt), result.output
+    assert built == [MemleakOptions()]
 
 
 @requires_bpf

@@ -7,6 +7,7 @@ import json
 import mmap
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_bpf
+from conftest import memory_limited_cgroup, requires_bpf
 from memwatcher import kernel
 from memwatcher.libbpf import BTF
 from memwatcher.tools.paf import (
@@ -289,15 +290,59 @@ def test_cli_missing_pid() -> None:
     assert proc.stderr.strip().count("\n") == 0 and "999999999" in proc.stderr
 
 
+# A child that joins a memory cgroup (argv: its cgroup.procs) and fills pipes until the
+# cgroup's OOM killer ends it. Pipe pages are charged as kernel memory (__GFP_ACCOUNT):
+# when that charge fails the page is freed again and mm_page_alloc reports the
+# allocation with page NULL, a failure paf streams. Only the test's own cgroup is affected.
+PIPE_FILLER = r"""
+import fcntl, os, sys
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+chunk = b"x" * 65536
+pipes = []
+while True:
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+    pipes.append((r, w))
+    for _ in range(16):
+        os.write(w, chunk)
+"""
+
+
+def _bpf_links(pid: int) -> int:
+    links = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            links += os.readlink(fd) == "anon_inode:bpf_link"
+    return links
+
+
 @requires_bpf
-def test_cli_events_runs() -> None:
-    # Failures and kswapd wakeups cannot be caused safely here; this checks the
-    # events variant loads, attaches and exits cleanly.
-    proc = subprocess.run(
-        [sys.executable, "-m", "memwatcher.cli", "paf", "--events", "--count", "1", "-i", "0.2", "-o", "json"],
-        capture_output=True,
+def test_cli_events_streams_a_failed_allocation() -> None:
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "memwatcher.cli", "paf", "--events", "-i", "0.2", "--duration", "60", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert all(json.loads(line)["kind"] in ("failure", "kswapd") for line in proc.stdout.splitlines())
+    try:
+        deadline = time.monotonic() + 30
+        # Both programs attached: from then on every failure reaches the ring buffer.
+        while _bpf_links(cli.pid) < 2:
+            assert cli.poll() is None and time.monotonic() < deadline, "paf did not attach"
+            time.sleep(0.05)
+        with memory_limited_cgroup(f"mwtest-paf-{os.getpid()}", 32 << 20) as cg:
+            cg.without_swap()
+            child = subprocess.Popen([sys.executable, "-c", PIPE_FILLER, str(cg.procs)], stderr=subprocess.PIPE)
+            _, child_err = child.communicate(timeout=60)
+        assert child.returncode == -9, f"not killed by the cgroup's OOM killer: {child_err!r}"
+        time.sleep(1.0)  # a few intervals: the event is read and printed
+    finally:
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=30)
+    assert cli.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert all(e["kind"] in ("failure", "kswapd") for e in events), events
+    failures = [e for e in events if e["kind"] == "failure" and e["pid"] == child.pid]
+    assert failures, events
+    assert "__GFP_ACCOUNT" in failures[0]["gfp_flags"], failures[0]

@@ -124,7 +124,7 @@ def test_snapshot_delta_total_and_per_node() -> None:
     av = pr.Available(ALL_STATS, active=True, kswapd=True, direct=True, memcg=True)
     d = _snapshot(av, 3) - _snapshot(av, 1)  # every counter doubles its base value
     names = header("pr").pr_lru.names
-    scanned = names.index("scanned") + 1
+    scanned = names.index("scanned_pages") + 1
     total = d.total()
     # 2 * sum over node (0, 100) and lru (0, 10) of base + index
     assert total.scanned_pages == 2 * sum(100 * n + 10 * lru + scanned for n in (0, 1) for lru in (0, 1))
@@ -167,7 +167,8 @@ def _sc_snapshot(calls: dict[tuple[int, int], tuple[int, int, int]]) -> pr.Snaps
     prios = np.zeros(consts["PR_SC_KINDS"] * consts["PR_PRIO_SLOTS"], layouts.pr_sc_prio)
     for (kind, prio), (n, scanned, reclaimed) in calls.items():
         r = prios[kind * consts["PR_PRIO_SLOTS"] + prio]
-        r["calls"], r["scanned"], r["reclaimed"], r["to_reclaim"], r["duration_ns"] = n, scanned, reclaimed, 32 * n, 7
+        r["calls"], r["scanned_pages"], r["reclaimed_pages"] = n, scanned, reclaimed
+        r["to_reclaim_pages"], r["duration_ns"] = 32 * n, 7
     kinds = np.zeros(consts["PR_SC_KINDS"], layouts.pr_sc_kind)
     kinds[2]["orders"][0] = sum(v[0] for (k, _), v in calls.items() if k == 2)
     kinds[2]["zones"][3] = kinds[2]["orders"][0]
@@ -440,8 +441,8 @@ def test_scan_control_falls_back_cleanly(monkeypatch: pytest.MonkeyPatch) -> Non
         assert total.node_shrinks is None and total.min_priority is None
         assert rec.read().scan_control() == []
     assert _open_fds() == before
-    with pytest.raises(pr.MemwatcherError, match="shrink_node"):
-        pr.PageReclaim(pr.PrOptions(scan_control=True))
+    with pytest.raises(pr.MemwatcherError, match="shrink_node"), pr.PageReclaim(pr.PrOptions(scan_control=True)):
+        pass
     assert _open_fds() == before
 
 

@@ -15,6 +15,7 @@ a private home directory).
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import socket
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_bpf, setpriv_nobody
+from conftest import build_test_object, requires_bpf, setpriv_nobody
 
 pytestmark = requires_bpf
 
@@ -131,3 +132,41 @@ def test_memleak_of_a_command_runs_or_names_cap_sys_admin() -> None:
         assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
         assert "command exited with status 0" in proc.stderr
         assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
+
+
+# Loads an object as told, bypassing every pre-check, and prints what the binding raised.
+LOAD_OBJECT = """
+import sys
+from memwatcher.libbpf import BPFObject
+try:
+    with BPFObject.open(sys.argv[1]) as obj:
+        obj.load()
+except Exception as e:
+    print(*(c.__name__ for c in type(e).__mro__), e.errno)
+"""
+
+
+def test_a_load_the_kernel_refuses_is_a_privilege_error() -> None:
+    proc = _as_nobody([sys.executable, "-c", LOAD_OBJECT, str(build_test_object("trigger"))], caps=False)
+    assert proc.returncode == 0, proc.stderr
+    *classes, err = proc.stdout.split()
+    assert classes[0] == "LibbpfPrivilegeError", proc.stdout
+    assert {"LibbpfError", "PrivilegeError"} <= set(classes), proc.stdout
+    assert int(err) == errno.EPERM
+
+
+# The CLI without kernel.require_bpf(), the pre-check that names the capabilities.
+WITHOUT_PRE_CHECK = """
+import sys
+from memwatcher import cli, kernel
+kernel.require_bpf = lambda: None
+sys.argv = ["memwatcher", *sys.argv[1:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("report", ["procstat", "sysstat", "paf", "pr", "oom"])
+def test_exit_77_comes_from_the_kernel_refusal_too(report: str) -> None:
+    proc = _as_nobody([sys.executable, "-c", WITHOUT_PRE_CHECK, *REPORTS[report]], caps=False)
+    assert proc.returncode == 77, (proc.returncode, proc.stderr)
+    assert "Operation not permitted" in _one_line_error(proc)

@@ -4,7 +4,11 @@ MemwatcherError
 ├── NotSupportedError     the kernel lacks a feature (exit 77)
 ├── PrivilegeError        no root / CAP_BPF + CAP_PERFMON (exit 77)
 ├── NoSuchProcessError    a --pid that does not exist (exit 1)
-└── libbpf.LibbpfError    a libbpf / bpf(2) call failed (exit 1)
+└── libbpf.LibbpfError    a libbpf / bpf(2) call failed (exit 1), and as the errno says:
+    ├── libbpf.LibbpfPrivilegeError     EPERM, EACCES: also a PrivilegeError (exit 77)
+    ├── libbpf.LibbpfNotSupportedError  EOPNOTSUPP, ENOTSUPP, ENOENT attaching a kernel hook:
+    │                                   also a NotSupportedError (exit 77)
+    └── libbpf.VerifierError            the verifier rejected a program; .log has its log
 """
 
 from __future__ import annotations

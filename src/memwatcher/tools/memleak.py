@@ -67,6 +67,7 @@ from ..records import load_header
 from ..runner import run_periodic, stop_on_signals
 from ..trends import Trend, TrendTracker
 from ..unwinder import UnwindStats, UnwindTables
+from ._lifecycle import BPFReport
 
 if TYPE_CHECKING:  # imported where used: the symbolizer is not needed to parse options or print --help
     from ..symbolize import Frame, Symbolizer
@@ -366,8 +367,8 @@ def plan() -> kernel.Plan:
 # ---------------------------------------------------------------- tracers
 
 
-class _Tracer:
-    """Loaded memleak object and the code that turns its maps into reports."""
+class _Tracer(BPFReport):
+    """Loaded memleak object and the code that turns its maps into reports (loads on entry)."""
 
     target = ""
     pid: int | None = None
@@ -375,9 +376,8 @@ class _Tracer:
     unwind_tables: UnwindTables | None = None
 
     def __init__(self, options: MemleakOptions) -> None:
-        kernel.require_bpf()
+        super().__init__()
         self.options = options
-        self._stack = ExitStack()
         self._layouts = header("memleak")
         self._symbolizer: Symbolizer | None = None
         self._closing = threading.Event()
@@ -388,7 +388,7 @@ class _Tracer:
 
     def _open(self, programs: set[str], stack_flags: int) -> BPFObject:
         opts = self.options
-        obj = self._stack.enter_context(BPFObject.open(object_path("memleak")))
+        obj = self._owned.enter_context(BPFObject.open(object_path("memleak")))
         for prog in obj.programs.values():
             prog.autoload = prog.name in programs
         obj.rodata.min_size_bytes = opts.min_size_bytes
@@ -416,13 +416,7 @@ class _Tracer:
         if self._symbolizer is not None:
             self._symbolizer.close()
             self._symbolizer = None
-        self._stack.close()
-
-    def __enter__(self) -> _Tracer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
     # -- reading
 
@@ -647,45 +641,48 @@ class UserMemleak(_Tracer):
         self.pid = pid
         self.target = f"pid {pid}"
         self.skipped: list[str] = []
-        try:
-            if binary is None:
-                binary = _find_mapped_library(pid, library)
-            self.library = binary
-            self.obj = obj = self._open(_USER_PROGRAMS, _BPF_F_USER_STACK)
-            self.multi_links = kernel.probe_feature("uprobe_multi").available
-            if self.multi_links:
-                for name in _PROBE_PROGRAMS:
-                    obj.programs[name].set_expected_attach_type("trace_uprobe_multi")
-            obj.rodata.target_tgid = pid
-            obj.rodata.dl_signal = int(LOADER_SIGNAL) if traced_command and self.dwarf else 0
-            obj.load()
-            if self.dwarf:
-                maps = obj.maps
-                self.unwind_tables = UnwindTables(
-                    pid, maps.unwind_rows, maps.unwind_mappings, maps.unwind_live, load_header(header_path())
-                )
-                self.refresh_unwind_tables()
-            self._attach(binary, symbol_prefix)
-            bss = obj.bss
-            seen = (bss.dl_updates, bss.target_execs)  # before the probes below can move them
-            follow_loader = self.dwarf and self._attach_loader()
-            # A command memwatcher started is ptraced: its execs are seen there.
-            follow_exec = not traced_command
-            if follow_exec:
-                obj.programs.target_exec.attach()
-            if follow_loader or follow_exec:
-                watcher = threading.Thread(
-                    target=self._watch_target,
-                    args=seen,
-                    name="memleak-watch",
-                    daemon=True,
-                )
-                self._threads.append(watcher)
-                watcher.start()
-            self._attached_ns = time.monotonic_ns()
-        except BaseException:
-            self.close()
-            raise
+        self._library_name = library
+        self._symbol_prefix = symbol_prefix
+        self._binary = binary
+        self._traced_command = traced_command
+
+    def _load(self) -> None:
+        kernel.require_bpf()
+        pid = self.pid
+        binary = self._binary if self._binary is not None else _find_mapped_library(pid, self._library_name)
+        self.library = binary
+        self.obj = obj = self._open(_USER_PROGRAMS, _BPF_F_USER_STACK)
+        self.multi_links = kernel.probe_feature("uprobe_multi").available
+        if self.multi_links:
+            for name in _PROBE_PROGRAMS:
+                obj.programs[name].set_expected_attach_type("trace_uprobe_multi")
+        obj.rodata.target_tgid = pid
+        obj.rodata.dl_signal = int(LOADER_SIGNAL) if self._traced_command and self.dwarf else 0
+        obj.load()
+        if self.dwarf:
+            maps = obj.maps
+            self.unwind_tables = UnwindTables(
+                pid, maps.unwind_rows, maps.unwind_mappings, maps.unwind_live, load_header(header_path())
+            )
+            self.refresh_unwind_tables()
+        self._attach(binary, self._symbol_prefix)
+        bss = obj.bss
+        seen = (bss.dl_updates, bss.target_execs)  # before the probes below can move them
+        follow_loader = self.dwarf and self._attach_loader()
+        # A command memwatcher started is ptraced: its execs are seen there.
+        follow_exec = not self._traced_command
+        if follow_exec:
+            obj.programs.target_exec.attach()
+        if follow_loader or follow_exec:
+            watcher = threading.Thread(
+                target=self._watch_target,
+                args=seen,
+                name="memleak-watch",
+                daemon=True,
+            )
+            self._threads.append(watcher)
+            watcher.start()
+        self._attached_ns = time.monotonic_ns()
 
     def forget_outstanding(self) -> None:
         """Drop every outstanding allocation: the process replaced its program (execve)."""
@@ -812,26 +809,25 @@ class KernelMemleak(_Tracer):
         self.pid = pid
         if pid is not None:
             self.target = f"kernel, pid {pid}"
+
+    def _load(self) -> None:
         from ..symbolize import Symbolizer
 
-        try:
-            # Stacks nobody can name are no report: say so (exit 77) before tracing.
-            self._symbolizer = Symbolizer()
-            self._symbolizer.kernel_symbols()
-            self.programs = kernel_programs(kernel.tracepoint_params, self.options.percpu)
-            if self.programs.problems:
-                raise kernel.NotSupportedError("; ".join(self.programs.problems))
-            self.obj = obj = self._open(set(self.programs.enabled), 0)
-            obj.rodata.target_tgid = pid or 0
-            obj.rodata.page_size_bytes = kernel.page_size()
-            obj.rodata.percpu_copies = possible_cpus()
-            obj.load()
-            for prog in self.programs.enabled:
-                obj.programs[prog].attach()
-            self._attached_ns = time.monotonic_ns()
-        except BaseException:
-            self.close()
-            raise
+        kernel.require_bpf()
+        # Stacks nobody can name are no report: say so (exit 77) before tracing.
+        self._symbolizer = Symbolizer()
+        self._symbolizer.kernel_symbols()
+        self.programs = kernel_programs(kernel.tracepoint_params, self.options.percpu)
+        if self.programs.problems:
+            raise kernel.NotSupportedError("; ".join(self.programs.problems))
+        self.obj = obj = self._open(set(self.programs.enabled), 0)
+        obj.rodata.target_tgid = self.pid or 0
+        obj.rodata.page_size_bytes = kernel.page_size()
+        obj.rodata.percpu_copies = possible_cpus()
+        obj.load()
+        for prog in self.programs.enabled:
+            obj.programs[prog].attach()
+        self._attached_ns = time.monotonic_ns()
 
     def _kind(self, key: int) -> str:
         return ("slab", "page", "percpu", "slab")[key & 3]

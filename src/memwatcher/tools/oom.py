@@ -52,6 +52,7 @@ from ..options import Duration, Output, OutputFormat
 from ..output import Column, make_writer
 from ..progress import slow_step
 from ..runner import stop_on_signals
+from ._lifecycle import BPFReport
 from .paf import GfpNames
 
 __all__ = ["OomKill", "OomOptions", "OomWatcher", "decode_kills", "plan", "register"]
@@ -246,16 +247,16 @@ def decode_kills(
     return out
 
 
-class OomWatcher:
-    """Loaded and attached oom programs (a context manager; :meth:`close` is idempotent)."""
+class OomWatcher(BPFReport):
+    """Loaded and attached oom programs (a context manager: loads on entry; :meth:`close` is idempotent)."""
 
     def __init__(self, options: OomOptions | None = None) -> None:
+        super().__init__()
         self.options = options or OomOptions()
-        self._stack = ExitStack()
         self._obj: BPFObject | None = None
         self._ring: RingBuffer | None = None
 
-    def __enter__(self) -> OomWatcher:
+    def _load(self) -> None:
         kernel.require_bpf()
         p = plan()
         if not p.runnable:
@@ -265,16 +266,8 @@ class OomWatcher:
         self.layouts = header("oom")
         self.constraint_names = _constraint_names()
         self.gfp_names = _gfp_names()
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def _open(self) -> None:
         btf = BTF.vmlinux()
-        obj = self._stack.enter_context(BPFObject.open(object_path("oom")))
+        obj = self._owned.enter_context(BPFObject.open(object_path("oom")))
         for name, var in _RSS_ITEMS.items():
             setattr(obj.rodata, var, btf.enumerator(name))
         obj.rodata.victim_from_pid = self.options.victim_from_pid
@@ -324,10 +317,7 @@ class OomWatcher:
     def close(self) -> None:
         self._ring = None
         self._obj = None
-        self._stack.close()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
 # ---------------------------------------------------------------- CLI

@@ -62,6 +62,7 @@ from ..output import Column, make_writer, timestamp
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 from ..topology import node_id_count
+from ._lifecycle import BPFReport
 
 __all__ = [
     "AllocCount",
@@ -483,30 +484,30 @@ def _zone_state(rec: np.void) -> tuple[int, int, int, int, int, int, int]:
     allocator and /proc/zoneinfo use them; a transiently negative free count
     reads as 0.
     """
-    boost = int(rec["boost"])
+    boost = int(rec["boost_pages"])
     return (
-        int(rec["wmark_min"]) + boost,
-        int(rec["wmark_low"]) + boost,
-        int(rec["wmark_high"]) + boost,
+        int(rec["wmark_min_pages"]) + boost,
+        int(rec["wmark_low_pages"]) + boost,
+        int(rec["wmark_high_pages"]) + boost,
         boost,
-        int(rec["present"]),
-        int(rec["managed"]),
-        max(int(rec["free"]), 0),
+        int(rec["present_pages"]),
+        int(rec["managed_pages"]),
+        max(int(rec["free_pages"]), 0),
     )
 
 
-class PageAllocTracer:
-    """Loads and attaches paf.bpf.o; a context manager (closes everything on exit)."""
+class PageAllocTracer(BPFReport):
+    """Loads and attaches paf.bpf.o; a context manager (loads on entry, closes everything on exit)."""
 
     def __init__(self, options: PafOptions | None = None) -> None:
+        super().__init__()
         self.options = options or PafOptions()
         self.layout: FlagsLayout | None = None
-        self._stack = ExitStack()
         self._obj: BPFObject | None = None
         self._ring: RingBuffer | None = None
         self._prev_zone: dict[tuple[int, int], tuple[int, int, int]] = {}
 
-    def __enter__(self) -> PageAllocTracer:
+    def _load(self) -> None:
         kernel.require_bpf()
         pid = self.options.pid
         if pid is not None and not Path(f"/proc/{pid}").exists():
@@ -523,12 +524,7 @@ class PageAllocTracer:
         self.zone_names = kernel.zone_names(btf)
         self.migratetypes = _migratetype_names(btf)
         self.layout = self._calibrate(btf)
-        try:
-            self._open(zone_enum)
-        except BaseException:
-            self.close()
-            raise
-        return self
+        self._open(zone_enum)
 
     def _configure(self, obj: BPFObject) -> None:
         obj.rodata.nr_nodes = self.nr_nodes
@@ -551,7 +547,7 @@ class PageAllocTracer:
         return find_flags_layout(samples, self.nr_zones, _max_numnodes(btf), 8 * ctypes.sizeof(ctypes.c_long))
 
     def _open(self, zone_enum: dict[str, int]) -> None:
-        obj = self._stack.enter_context(BPFObject.open(object_path("paf")))
+        obj = self._owned.enter_context(BPFObject.open(object_path("paf")))
         self._obj = obj
         self._configure(obj)
         obj.rodata.target_tgid = self.options.pid or 0
@@ -681,10 +677,7 @@ class PageAllocTracer:
     def close(self) -> None:
         self._ring = None
         self._obj = None
-        self._stack.close()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
 # ---------------------------------------------------------------- CLI

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple
@@ -43,7 +44,7 @@ import numpy as np
 import typer
 
 from .. import kernel
-from ..errors import NotSupportedError
+from ..errors import NotSupportedError, PrivilegeError
 from ..libbpf import BTF, BPFObject, LibbpfError, MemwatcherError, RingBuffer, possible_cpus
 from ..objects import header, object_path
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
@@ -51,6 +52,7 @@ from ..output import Column, Writer, human_ns, make_writer, timestamp
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 from ..topology import node_id_count
+from ._lifecycle import BPFReport
 
 __all__ = [
     "LatencyHistogram",
@@ -99,7 +101,7 @@ _HOOKS: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 _VARIANTS = ("tp_btf", "raw_tp")
 
-# struct pr_lru counters that come from a struct reclaim_stat member.
+# struct pr_lru counters (named without their _pages) that come from a struct reclaim_stat member.
 _STAT_MEMBERS = {
     "dirty": "nr_dirty",
     "unqueued_dirty": "nr_unqueued_dirty",
@@ -111,7 +113,6 @@ _STAT_MEMBERS = {
     "ref_keep": "nr_ref_keep",
     "unmap_fail": "nr_unmap_fail",
 }
-_ACTIVE_FIELDS = ("active_shrinks", "active_taken", "active_kept", "deactivated", "referenced")
 
 
 def _hook_status() -> dict[str, tuple[bool, str]]:
@@ -377,10 +378,10 @@ class Snapshot:
                         kind=SC_KINDS[key // slots],
                         priority=key % slots,
                         calls=int(r["calls"]),
-                        scanned_pages=int(r["scanned"]),
-                        reclaimed_pages=int(r["reclaimed"]),
-                        to_reclaim_pages=int(r["to_reclaim"]),
-                        goal_met_calls=int(r["goal_met"]),
+                        scanned_pages=int(r["scanned_pages"]),
+                        reclaimed_pages=int(r["reclaimed_pages"]),
+                        to_reclaim_pages=int(r["to_reclaim_pages"]),
+                        goal_met_calls=int(r["goal_met_calls"]),
                         duration_ns=int(r["duration_ns"]),
                     )
                 )
@@ -436,15 +437,15 @@ class Snapshot:
             return int(anon[name]) + int(file[name])
 
         def stat(name: str) -> int | None:
-            return lru(name) if name in av.stat_fields else None
+            return lru(f"{name}_pages") if name in av.stat_fields else None
 
         def whole(name: str, ok: bool) -> int | None:
             return int(self.totals[name]) if ok and nid is None else None
 
         return ReclaimSample(
             node=nid,
-            scanned_pages=lru("scanned"),
-            reclaimed_pages=lru("reclaimed"),
+            scanned_pages=lru("scanned_pages"),
+            reclaimed_pages=lru("reclaimed_pages"),
             dirty_pages=stat("dirty"),
             unqueued_dirty_pages=stat("unqueued_dirty"),
             congested_pages=stat("congested"),
@@ -454,13 +455,13 @@ class Snapshot:
             activated_pages=stat("activated"),
             ref_keep_pages=stat("ref_keep"),
             unmap_fail_pages=stat("unmap_fail"),
-            scanned_anon_pages=int(anon["scanned"]),
-            scanned_file_pages=int(file["scanned"]),
-            reclaimed_anon_pages=int(anon["reclaimed"]),
-            reclaimed_file_pages=int(file["reclaimed"]),
+            scanned_anon_pages=int(anon["scanned_pages"]),
+            scanned_file_pages=int(file["scanned_pages"]),
+            reclaimed_anon_pages=int(anon["reclaimed_pages"]),
+            reclaimed_file_pages=int(file["reclaimed_pages"]),
             shrink_inactive_calls=lru("inactive_shrinks"),
-            active_scanned_pages=lru("active_taken") if av.active else None,
-            deactivated_pages=lru("deactivated") if av.active else None,
+            active_scanned_pages=lru("active_taken_pages") if av.active else None,
+            deactivated_pages=lru("deactivated_pages") if av.active else None,
             direct_reclaims=whole("direct_reclaims", av.direct),
             direct_reclaim_ns=whole("direct_reclaim_ns", av.direct),
             direct_reclaimed_pages=whole("direct_reclaimed_pages", av.direct),
@@ -578,16 +579,21 @@ class PrOptions:
     scan_control: bool | None = None
 
 
-class PageReclaim:
-    """Loaded and attached pr programs (a context manager; :meth:`close` is idempotent).
+class PageReclaim(BPFReport):
+    """Loaded and attached pr programs (a context manager: loads on entry; :meth:`close` is idempotent).
 
-    ``variant`` is the tracepoint flavor loaded, ``scan_control`` whether the
-    shrink_node() programs run, ``scan_control_error`` why not (None if they
-    run or were not wanted).
+    Once entered, ``variant`` is the tracepoint flavor loaded, ``scan_control``
+    whether the shrink_node() programs run, ``scan_control_error`` why not
+    (None if they run or were not wanted).
     """
 
     def __init__(self, options: PrOptions | None = None) -> None:
+        super().__init__()
         self.options = options or PrOptions()
+        self._obj: BPFObject | None = None
+        self._ring: RingBuffer | None = None
+
+    def _load(self) -> None:
         kernel.require_bpf()
         self.available = Available.probe()
         self.layouts = header("pr")
@@ -607,27 +613,29 @@ class PageReclaim:
         attempts = {None: [(variants[0], True)], True: [(v, True) for v in variants], False: []}[want]
         if not want:
             attempts += [(v, False) for v in variants]
-        errors = []
-        self._obj: BPFObject | None = None
+        failures: list[tuple[str, LibbpfError]] = []
         for variant, with_sc in attempts:
             try:
-                self._obj = self._load(variant, with_sc)
+                self._obj = self._open(variant, with_sc)
                 self.variant = variant
                 self.scan_control = with_sc
                 break
             except LibbpfError as e:
-                errors.append(f"{variant}{' + shrink_node' if with_sc else ''}: {e}")
+                failures.append((f"{variant}{' + shrink_node' if with_sc else ''}", e))
                 if with_sc and want is None:
                     self.scan_control_error = str(e)
         if self._obj is None:
-            raise MemwatcherError("cannot load the pr programs: " + "; ".join(errors))
+            if all(isinstance(e, PrivilegeError) for _, e in failures):
+                raise failures[-1][1]  # the kernel refused us every time: exit 77, like any report
+            raise MemwatcherError("cannot load the pr programs: " + "; ".join(f"{what}: {e}" for what, e in failures))
         self.zone_names = kernel.zone_names(BTF.vmlinux()) if self.scan_control else {}
         self._ring = RingBuffer(self._obj.maps.events, self.layouts.pr_event) if self.options.events else None
 
-    def _load(self, variant: str, scan_control: bool) -> BPFObject:
+    def _open(self, variant: str, scan_control: bool) -> BPFObject:
+        """pr's object with one variant's programs loaded and attached, then owned; closed again if a step fails."""
         status = _hook_status()
-        obj = BPFObject.open(object_path("pr"))
-        try:
+        with ExitStack() as attempt:
+            obj = attempt.enter_context(BPFObject.open(object_path("pr")))
             for _, suffix, group in _HOOKS.values():
                 for v in _VARIANTS:
                     obj.programs[f"{v}_{suffix}"].autoload = v == variant and status[group][0]
@@ -639,9 +647,7 @@ class PageReclaim:
             obj.maps.events.max_entries = self.options.ring_bytes if self.options.events else 4096
             obj.load()
             obj.attach()
-        except BaseException:
-            obj.close()
-            raise
+            self._owned.enter_context(attempt.pop_all())
         return obj
 
     @property
@@ -695,24 +701,17 @@ class PageReclaim:
         return int(self.obj.bss.events_dropped)
 
     def close(self) -> None:
-        if self._obj is not None:
-            self._obj.close()
-            self._obj = None
-            self._ring = None
-
-    def __enter__(self) -> PageReclaim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._ring = None
+        self._obj = None
+        super().close()
 
 
 def decode_events(records: np.ndarray, available: Available) -> list[ShrinkEvent]:
     """Ring buffer records (``struct pr_event``) as :class:`ShrinkEvent`."""
     present = available.stat_fields
 
-    def stat(r: np.void, name: str, value: int) -> int | None:
-        return value if name in present else None
+    def stat(r: np.void, name: str) -> int | None:
+        return int(r[f"{name}_pages"]) if name in present else None
 
     out = []
     for r in records:
@@ -726,17 +725,19 @@ def decode_events(records: np.ndarray, available: Available) -> list[ShrinkEvent
                 lru=LRUS[1 if r["file"] else 0],
                 reclaimer=RECLAIMERS[min(int(r["reclaimer"]), 2)],
                 priority=int(r["priority"]),
-                scanned_pages=int(r["scanned"]),
-                reclaimed_pages=int(r["reclaimed"]),
-                dirty_pages=stat(r, "dirty", int(r["dirty"])),
-                unqueued_dirty_pages=stat(r, "unqueued_dirty", int(r["unqueued_dirty"])),
-                congested_pages=stat(r, "congested", int(r["congested"])),
-                writeback_pages=stat(r, "writeback", int(r["writeback"])),
-                immediate_pages=stat(r, "immediate", int(r["immediate"])),
-                pageout_pages=stat(r, "pageout", int(r["pageout"])),
-                activated_pages=stat(r, "activated", int(r["activate_anon"]) + int(r["activate_file"])),
-                ref_keep_pages=stat(r, "ref_keep", int(r["ref_keep"])),
-                unmap_fail_pages=stat(r, "unmap_fail", int(r["unmap_fail"])),
+                scanned_pages=int(r["scanned_pages"]),
+                reclaimed_pages=int(r["reclaimed_pages"]),
+                dirty_pages=stat(r, "dirty"),
+                unqueued_dirty_pages=stat(r, "unqueued_dirty"),
+                congested_pages=stat(r, "congested"),
+                writeback_pages=stat(r, "writeback"),
+                immediate_pages=stat(r, "immediate"),
+                pageout_pages=stat(r, "pageout"),
+                activated_pages=(
+                    int(r["activate_anon_pages"]) + int(r["activate_file_pages"]) if "activated" in present else None
+                ),
+                ref_keep_pages=stat(r, "ref_keep"),
+                unmap_fail_pages=stat(r, "unmap_fail"),
             )
         )
     return out
@@ -970,8 +971,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         view = "latency" if latency else ("events" if events else ("scan_control" if scan_control else "counters"))
         opts = PrOptions(events=events, variant=variant, scan_control=True if scan_control else None)
-        with slow_step("loading and attaching pr..."):
-            loaded = PageReclaim(opts)
-        with loaded as pr, stop_on_signals() as stop:
+        with ExitStack() as stack:
+            with slow_step("loading and attaching pr..."):
+                pr = stack.enter_context(PageReclaim(opts))
+            stop = stack.enter_context(stop_on_signals())
             reporter = _Reporter(pr, view, output, per_node)
             run_periodic(schedule(interval, duration, count), reporter.sample, stop)

@@ -46,6 +46,7 @@ from ..output import Column, make_writer
 from ..processes import PidWatch, ProcessIdentity, SharedMemory, identity, kib_fields, read_status, shared_memory
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from ._lifecycle import BPFReport
 
 __all__ = [
     "SORT_KEYS",
@@ -164,32 +165,24 @@ _SEED_FIELDS = {
 }
 
 
-class ProcStat:
+class ProcStat(BPFReport):
     """Loads and attaches the procstat BPF programs; :meth:`read` returns snapshots.
 
-    A context manager: leaving it detaches the programs and frees the map.
+    A context manager: entering it loads, leaving it detaches the programs and frees the map.
     """
 
     def __init__(self, options: ProcStatOptions | None = None) -> None:
+        super().__init__()
         self.options = options or ProcStatOptions()
         self.page_size = kernel.page_size()
         self._layouts = header("procstat")
-        self._stack = ExitStack()
         self._obj: BPFObject | None = None
         self._seed_dropped = 0
 
-    def __enter__(self) -> ProcStat:
+    def _load(self) -> None:
         kernel.require_bpf()
-        try:
-            self._open()
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def _open(self) -> None:
         btf = BTF.vmlinux()
-        obj = self._stack.enter_context(BPFObject.open(object_path("procstat")))
+        obj = self._owned.enter_context(BPFObject.open(object_path("procstat")))
         for name, var in _RSS_ITEMS.items():
             value = btf.enumerator(name)
             if value is None:
@@ -252,10 +245,7 @@ class ProcStat:
 
     def close(self) -> None:
         self._obj = None
-        self._stack.close()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
     @property
     def dropped(self) -> int:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -58,6 +59,7 @@ from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 from ..topology import node_id_count, node_ids
 from ..vmevents import VmEvents, read_swap_space, read_vm_events
+from ._lifecycle import BPFReport
 
 __all__ = [
     "COUNTERS",
@@ -317,13 +319,16 @@ class SysStatOptions:
     variant: str | None = None
 
 
-class SysStat:
-    """Loaded and attached sysstat BPF programs (a context manager; close() is idempotent)."""
+class SysStat(BPFReport):
+    """Loaded and attached sysstat BPF programs (a context manager: loads on entry; close() is idempotent)."""
 
     def __init__(self, options: SysStatOptions | None = None) -> None:
+        super().__init__()
         self.options = options or SysStatOptions()
         if self.options.min_period_ms < 0:
             raise ValueError("min_period_ms must be >= 0")
+
+    def _load(self) -> None:
         kernel.require_bpf()
         variant = self.options.variant or plan().variant
         if variant not in _VARIANTS:
@@ -342,28 +347,14 @@ class SysStat:
         }
         self.nr_nodes = node_id_count()
         self.memory_nodes = node_ids("has_memory")
-        self._obj = BPFObject.open(object_path("sysstat"))
-        try:
-            obj = self._obj
-            obj.rodata.min_period_ns = int(self.options.min_period_ms * 1_000_000)
-            obj.rodata.nr_nodes = self.nr_nodes
-            obj.maps.nodes.max_entries = self.nr_nodes
-            for name, prog in _PROGRAMS.items():
-                obj.programs[prog].autoload = name == variant
-            obj.load()
-            obj.programs[_PROGRAMS[variant]].attach()
-        except BaseException:
-            self._obj.close()
-            raise
-
-    def close(self) -> None:
-        self._obj.close()
-
-    def __enter__(self) -> SysStat:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._obj = obj = self._owned.enter_context(BPFObject.open(object_path("sysstat")))
+        obj.rodata.min_period_ns = int(self.options.min_period_ms * 1_000_000)
+        obj.rodata.nr_nodes = self.nr_nodes
+        obj.maps.nodes.max_entries = self.nr_nodes
+        for name, prog in _PROGRAMS.items():
+            obj.programs[prog].autoload = name == variant
+        obj.load()
+        obj.programs[_PROGRAMS[variant]].attach()
 
     def snapshot(self) -> None:
         """Take a snapshot now (BPF_PROG_TEST_RUN of ``snapshot_now``)."""
@@ -543,8 +534,9 @@ def register(app: typer.Typer) -> None:
         if variant is not None and variant not in _VARIANTS:
             raise typer.BadParameter(f"--variant must be one of {', '.join(_VARIANTS)}")
         groups = _resolve_groups(group, all_groups, output)
-        with slow_step("loading and attaching sysstat..."):
-            loaded = SysStat(SysStatOptions(min_period_ms=min_period_ms, variant=variant))
-        with loaded as stat, stop_on_signals() as stop:
+        with ExitStack() as stack:
+            with slow_step("loading and attaching sysstat..."):
+                stat = stack.enter_context(SysStat(SysStatOptions(min_period_ms=min_period_ms, variant=variant)))
+            stop = stack.enter_context(stop_on_signals())
             writer = make_writer(output, columns_for(groups, per_node, table=output == OutputFormat.table))
             run_periodic(schedule(interval, duration, count), _Reporter(stat, writer, per_node).sample, stop)
