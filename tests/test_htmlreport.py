@@ -225,14 +225,9 @@ def test_history_rejects_what_is_not_memleak_json() -> None:
 # ---------------------------------------------------------------- in Chromium
 
 
-def render(page: Path, workdir: Path, screenshot: Path | None = None, hash_part: str = "") -> str:
-    """The page's DOM after its scripts ran in headless Chromium, offline (and a screenshot).
-
-    Fails on any console message: the page writes none when all is well.
-    """
-    assert CHROMIUM is not None
-    profile = workdir / f"chromium-profile-{len(list(workdir.glob('chromium-profile-*')))}"
-    flags = [
+def _offline_chromium(profile: Path) -> list[str]:
+    """Headless Chromium as root, with a fresh profile, making no connection of its own (any fetch fails)."""
+    return [
         "--headless",
         "--no-sandbox",  # root
         "--disable-gpu",
@@ -242,11 +237,19 @@ def render(page: Path, workdir: Path, screenshot: Path | None = None, hash_part:
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={profile}",
-        "--proxy-server=127.0.0.1:9",  # any fetch fails
-        "--enable-logging=stderr",
-        "--v=0",
+        "--proxy-server=127.0.0.1:9",
         "--window-size=1280,900",
     ]
+
+
+def render(page: Path, workdir: Path, screenshot: Path | None = None, hash_part: str = "") -> str:
+    """The page's DOM after its scripts ran in headless Chromium, offline (and a screenshot).
+
+    Fails on any console message: the page writes none when all is well.
+    """
+    assert CHROMIUM is not None
+    profile = workdir / f"chromium-profile-{len(list(workdir.glob('chromium-profile-*')))}"
+    flags = [*_offline_chromium(profile), "--enable-logging=stderr", "--v=0"]
     url = page.as_uri() + hash_part
     proc = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -328,21 +331,7 @@ class Browser:
         to_chrome, from_chrome = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in low)
         for fd in low:
             os.close(fd)
-        flags = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={workdir / 'chromium-pipe-profile'}",
-            "--proxy-server=127.0.0.1:9",
-            "--window-size=1280,900",
-            "--remote-debugging-pipe",
-            "about:blank",
-        ]
+        flags = [*_offline_chromium(workdir / "chromium-pipe-profile"), "--remote-debugging-pipe", "about:blank"]
         shell = f'exec "$0" "$@" 3<&{to_chrome} 4>&{from_chrome} {to_chrome}<&- {from_chrome}>&-'
         self.proc = subprocess.Popen(
             ["bash", "-c", shell, CHROMIUM, *flags],  # bash: dash takes single-digit fds only
