@@ -265,6 +265,11 @@ def test_large_terminal_shows_full_panels_with_zones_in_bytes() -> None:
 
 def test_tab_expands_the_focused_panel_on_a_small_terminal() -> None:
     view = View()
+    handle_key(view, "tab")  # the memory panel: every label and line kept at 80 columns
+    lines = _screen(_state(), view, 80, 24)
+    for label in ("▶ system memory (sysstat)", "│ available    ▁", "│ PSI some 10s ", "│ paging swap 1.0G of 2.0G"):
+        assert any(label in line for line in lines), label
+    view = View()
     for _ in range(3):
         handle_key(view, "tab")
     lines = _screen(_state(), view, 80, 24)

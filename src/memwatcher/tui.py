@@ -297,10 +297,14 @@ def _memory_panel(state: DashboardState, width: int, focused: bool) -> Panel:
             Text(sparkline(state.pressure_history_pct, spark_width, low=0.0), style="yellow"),
             f"{p.some_avg10_pct:.2f}% (full {p.full_avg10_pct:.2f}%, some 60s {p.some_avg60_pct:.2f}%)",
         )
+    parts = [grid, lines]
     if state.swap is not None or state.vm_rates:
-        lines.add_row("paging", swap_faults_line(state), "")
+        # Its own line, not a row of the sparkline grid: its length would squeeze the labels out.
+        paging = Text("paging ", style="dim", no_wrap=True, overflow="ellipsis")
+        paging.append(swap_faults_line(state), style="")
+        parts.append(paging)
     title = ("▶ " if focused else "") + "system memory (sysstat)"
-    return Panel(Group(grid, lines), title=title, title_align="left", border_style=_focus_style(focused))
+    return Panel(Group(*parts), title=title, title_align="left", border_style=_focus_style(focused))
 
 
 def _reclaim_summary(state: DashboardState) -> Text:
