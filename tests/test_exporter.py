@@ -208,15 +208,16 @@ def test_top_by_rss_keeps_the_largest() -> None:
 
 
 class _FakePaf:
-    """paf returns per-sample deltas; the exporter must sum them."""
+    """paf's counts are since the tracer started: 7 allocations a sample, 1 then 2 failures, 1 wakeup."""
 
     def __init__(self) -> None:
         self.calls = 0
 
     def sample(self) -> paf.PafSample:
         self.calls += 1
+        failures = self.calls * (self.calls + 1) // 2
         zones = [
-            paf.ZoneStats(0, "Normal", 10, 12, 14, 0, 1000, 900, 500, 7, self.calls, 1),
+            paf.ZoneStats(0, "Normal", 10, 12, 14, 0, 1000, 900, 500, 7 * self.calls, failures, self.calls),
             paf.ZoneStats(0, "Movable", None, None, None, None, 0, 0, None, 0, 0, 0),
         ]
         return paf.PafSample(zones, [], [], 0, 0)
@@ -249,7 +250,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_fake_reports_accumulate_deltas_and_pass_the_lint() -> None:
+def test_fake_reports_export_counts_since_start_and_pass_the_lint() -> None:
     _, registry = _fake_collector(top=5)
     first = _samples(generate_latest(registry).decode())
     text = generate_latest(registry).decode()
@@ -257,7 +258,7 @@ def test_fake_reports_accumulate_deltas_and_pass_the_lint() -> None:
     zone = (("node", "0"), ("zone", "Normal"))
     assert first[("memwatcher_page_allocations_total", zone)] == 7
     assert second[("memwatcher_page_allocations_total", zone)] == 14
-    assert first[("memwatcher_page_allocation_failures_total", zone)] == 1  # deltas 1, then 2
+    assert first[("memwatcher_page_allocation_failures_total", zone)] == 1  # 1 failure, then 2 more
     assert second[("memwatcher_page_allocation_failures_total", zone)] == 3
     assert second[("memwatcher_kswapd_wakeup_requests_total", zone)] == 2
     page = kernel.page_size()

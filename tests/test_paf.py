@@ -175,10 +175,12 @@ def test_counts_child_allocations() -> None:
     )
     try:
         with PageAllocTracer(PafOptions(pid=child.pid)) as paf:
+            before = paf.sample()
             child.stdin.write("go\n")
             child.stdin.flush()
             assert child.stdout.readline().strip() == "done"
-            sample = paf.sample()
+            since_start = paf.sample()
+            sample = since_start - before
         pages = sum(c.pages for c in sample.counts)
         zones_pages = sum(z.allocs for z in sample.zones)
         assert pages >= n_pages, (pages, n_pages)
@@ -187,6 +189,11 @@ def test_counts_child_allocations() -> None:
         managed = {(z.node, z.zone) for z in sample.zones if z.managed_pages}
         assert {(c.node, c.zone) for c in sample.counts} <= managed
         assert any("GFP_HIGHUSER_MOVABLE" in c.gfp_names for c in sample.counts)
+        # Counts since start are the counts before plus those between; the zone state is the later one's.
+        for z, z0, d in zip(since_start.zones, before.zones, sample.zones):
+            assert (z.node, z.zone) == (z0.node, z0.zone) == (d.node, d.zone)
+            assert z.allocs == z0.allocs + d.allocs and z.failures == z0.failures + d.failures
+            assert d.free_pages == z.free_pages
     finally:
         with contextlib.suppress(Exception):
             child.stdin.close()

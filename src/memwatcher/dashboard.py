@@ -98,7 +98,7 @@ class DashboardState:
     processes: list[ProcessRow] = field(default_factory=list)  # by rss, largest first
     reclaim: pr.ReclaimSample | None = None
     reclaim_total: pr.ReclaimSample | None = None
-    zones: list[paf.ZoneStats] = field(default_factory=list)
+    zones: list[paf.ZoneStats] = field(default_factory=list)  # counts over the interval
     page_size_bytes: int = 4096  # zones count pages: multiply for bytes
     alloc_failures_total: int = 0
     kswapd_wakeups_total: int = 0
@@ -144,8 +144,7 @@ class Dashboard:
         self._events: deque[DashboardEvent] = deque(maxlen=EVENTS_KEPT)
         self._reclaim_start: pr.Snapshot | None = None
         self._reclaim_prev: pr.Snapshot | None = None
-        self._failures_total = 0
-        self._kswapd_total = 0
+        self._paf_prev: paf.PafSample | None = None
         self._oom_kills_total = 0
         self._last_oom_kill: oom.OomKill | None = None
         self._last = time.monotonic()
@@ -155,6 +154,8 @@ class Dashboard:
         self.reports.__enter__()
         if self.reports.pr is not None:
             self._reclaim_start = self._reclaim_prev = self.reports.pr.read()
+        if self.reports.paf is not None:
+            self._paf_prev = self.reports.paf.sample()
         self._last = time.monotonic()
         self._vm_events = read_vm_events()
         return self
@@ -193,14 +194,16 @@ class Dashboard:
             state.reclaim = (snap - self._reclaim_prev).total()
             state.reclaim_total = (snap - self._reclaim_start).total()
             self._reclaim_prev = snap
-        if loaded.paf is not None:
-            sample = loaded.paf.sample()
-            state.zones = [z for z in sample.zones if z.managed_pages]
-            failures = sum(z.failures for z in sample.zones)
+        if loaded.paf is not None and self._paf_prev is not None:
+            since_start = loaded.paf.sample()
+            interval = since_start - self._paf_prev
+            self._paf_prev = since_start
+            state.zones = [z for z in interval.zones if z.managed_pages]
+            failures = sum(z.failures for z in interval.zones)
             if failures:
                 self._events.append(DashboardEvent(state.time, alloc_failures=failures))
-            self._failures_total += failures
-            self._kswapd_total += sum(z.kswapd_wakeups for z in sample.zones)
+            state.alloc_failures_total = sum(z.failures for z in since_start.zones)
+            state.kswapd_wakeups_total = sum(z.kswapd_wakeups for z in since_start.zones)
         if loaded.oom is not None:
             kills = loaded.oom.consume()
             self._events.extend(DashboardEvent(state.time, oom_kill=k) for k in kills)
@@ -209,8 +212,6 @@ class Dashboard:
         if self._hierarchy is not None and self.cgroup_depth is not None:
             state.cgroups = cgroups.tree_order(cgroups.read_cgroups(self._hierarchy, "/", self.cgroup_depth))
             state.cgroup_version = self._hierarchy.version
-        state.alloc_failures_total = self._failures_total
-        state.kswapd_wakeups_total = self._kswapd_total
         state.oom_kills_total = self._oom_kills_total
         state.last_oom_kill = self._last_oom_kill
         state.events = list(self._events)

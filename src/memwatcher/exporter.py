@@ -6,8 +6,8 @@ batches through the reports' library APIs (``ProcStat.read``,
 ``latency``) and turns the records into metric families. Nothing slow happens
 during a scrape: no symbolization, no sleeping; /proc is read only for the
 memory cgroup of a process not seen in the previous scrape. Concurrent
-scrapes are serialized by a lock (paf's per-scrape deltas are accumulated
-into totals, which must happen once per read). HTTP is served by
+scrapes are serialized by a lock (OOM kills are counted from the oom
+report's event stream, which a read consumes once). HTTP is served by
 :class:`~memwatcher.metrics_server.MetricsServer`: one thread, a bounded
 number of connections and a bounded time per client.
 
@@ -262,8 +262,8 @@ class MemwatcherCollector(Collector):
 
     ``collect()`` reads every report once (batched map reads) under a lock and
     returns fresh metric families. Counters (``*_total``, histograms) count
-    from when the programs were loaded; paf gives per-read deltas, summed here
-    into monotonically increasing totals. :meth:`close` waits for a running
+    from when the programs were loaded (BPF keeps them so); OOM kills are
+    counted here from the events each read consumes. :meth:`close` waits for a running
     scrape and makes later ones empty, so the BPF objects can then be closed.
     """
 
@@ -282,8 +282,6 @@ class MemwatcherCollector(Collector):
         self.page_bytes = kernel.page_size()
         self._lock = threading.Lock()
         self._closed = False
-        # (node, zone) -> [allocations, failures, kswapd wakeup requests] since load.
-        self._zone_totals: dict[tuple[int, str], list[int]] = {}
         self._read_errors = dict.fromkeys(REPORT_NAMES, 0)
         self._scrapes = 0
         # OOM kills since load by kind ("unknown": the killer's oom_control was not found).
@@ -408,10 +406,6 @@ class MemwatcherCollector(Collector):
             for field, suffix, help_ in _ZONE_GAUGES
         }
         for z in sample.zones:
-            totals = self._zone_totals.setdefault((z.node, z.zone), [0, 0, 0])
-            totals[0] += z.allocs
-            totals[1] += z.failures
-            totals[2] += z.kswapd_wakeups
             if not z.present_pages:
                 continue  # an empty zone (or the row of unattributed allocations)
             for field, gauge in gauges.items():
@@ -431,10 +425,10 @@ class MemwatcherCollector(Collector):
             "Requests to wake kswapd for a zone (mm_vmscan_wakeup_kswapd)",
             labels=zone_labels,
         )
-        for (node, zone), (a, f, w) in sorted(self._zone_totals.items()):
-            allocs.add_metric([str(node), zone], a)
-            failures.add_metric([str(node), zone], f)
-            wakeups.add_metric([str(node), zone], w)
+        for z in sample.zones:  # counts since the programs were loaded
+            allocs.add_metric([str(z.node), z.zone], z.allocs)
+            failures.add_metric([str(z.node), z.zone], z.failures)
+            wakeups.add_metric([str(z.node), z.zone], z.kswapd_wakeups)
         uncounted = CounterMetricFamily(
             _name("page_allocations_uncounted"), "Page allocations not counted because paf's table was full"
         )

@@ -31,9 +31,10 @@ with BPF_PROG_TEST_RUN): watermarks, boost, present, managed and free pages.
 Library use::
 
     with PageAllocTracer(PafOptions(pid=1234)) as paf:
+        first = paf.sample()             # PafSample: counts since the tracer started
         time.sleep(1)
-        sample = paf.sample()          # PafSample
-        for z in sample.zones:          # ZoneStats, pages; counts since last sample
+        second = paf.sample()
+        for z in (second - first).zones:  # ZoneStats, pages; counts of that second
             print(z.zone, z.free_pages, z.allocs)
 
 All sizes are in pages (see :func:`memwatcher.kernel.page_size`).
@@ -331,14 +332,15 @@ def find_flags_layout(
 
 
 class ZoneStats(NamedTuple):
-    """One zone: state now (pages) and activity since the previous sample.
+    """One zone: state now (pages) and its activity.
 
     ``min_pages``/``low_pages``/``high_pages`` are the effective watermarks
     (``_watermark[]`` + ``boost_pages``), as the allocator and /proc/zoneinfo
     use them. ``allocs`` counts allocations (of any order), ``failures`` those
-    that returned no page, ``kswapd_wakeups`` the wakeups for this zone, all
-    since the previous sample (None for the row of unattributed allocations'
-    state fields).
+    that returned no page, ``kswapd_wakeups`` the wakeups for this zone: since
+    the tracer started in a :meth:`PageAllocTracer.sample`, between two samples
+    in their difference (``later - earlier``). The state fields are None for
+    the row of allocations no zone could be found for.
     """
 
     node: int
@@ -404,13 +406,44 @@ class PafEvent(NamedTuple):
 
 @dataclass
 class PafSample:
-    """What one :meth:`PageAllocTracer.sample` call found."""
+    """What one :meth:`PageAllocTracer.sample` call found: zones and their counts (cumulative since
+    the tracer started), the events since the previous call, and the drops so far.
+
+    ``later - earlier`` is the activity between two samples: the zone state of
+    ``later``, with every count (zones, keys, drops) the difference; events are
+    ``later``'s, which come once.
+    """
 
     zones: list[ZoneStats]
     counts: list[AllocCount]
     events: list[PafEvent]
-    events_dropped: int  # cumulative: ring buffer full
-    keys_dropped: int  # cumulative: allocations not counted, counts map full
+    events_dropped: int  # ring buffer full
+    keys_dropped: int  # allocations not counted, counts map full
+
+    def __sub__(self, earlier: PafSample) -> PafSample:
+        before_zone = {(z.node, z.zone): z for z in earlier.zones}
+        zones = []
+        for z in self.zones:
+            b = before_zone.get((z.node, z.zone))
+            if b is not None:
+                z = z._replace(
+                    allocs=z.allocs - b.allocs,
+                    failures=z.failures - b.failures,
+                    kswapd_wakeups=z.kswapd_wakeups - b.kswapd_wakeups,
+                )
+            zones.append(z)
+        before_key = {c[:5]: c for c in earlier.counts}
+        counts = []
+        for c in self.counts:
+            b = before_key.get(c[:5])
+            counts.append(c if b is None else c._replace(allocs=c.allocs - b.allocs, failures=c.failures - b.failures))
+        return PafSample(
+            zones,
+            counts,
+            self.events,
+            self.events_dropped - earlier.events_dropped,
+            self.keys_dropped - earlier.keys_dropped,
+        )
 
 
 @dataclass(frozen=True)
@@ -505,7 +538,6 @@ class PageAllocTracer(BPFReport):
         self.layout: FlagsLayout | None = None
         self._obj: BPFObject | None = None
         self._ring: RingBuffer | None = None
-        self._prev_zone: dict[tuple[int, int], tuple[int, int, int]] = {}
 
     def _load(self) -> None:
         kernel.require_bpf()
@@ -578,9 +610,8 @@ class PageAllocTracer(BPFReport):
             return "?"
         return raw.decode(errors="replace") or self.zone_names.get(zid, str(zid))
 
-    def counts(self) -> list[AllocCount]:
-        """Allocation counts per key, cumulative since the tracer started."""
-        keys, values = self._obj.maps.counts.read_all(self._layouts.paf_key, self._layouts.paf_counts)
+    def _counts(self, keys: np.ndarray, values: np.ndarray) -> list[AllocCount]:
+        """Allocation counts per key (the counts map's entries), cumulative since the tracer started."""
         if not len(keys):
             return []
         allocs = values["allocs"].sum(axis=1)
@@ -603,7 +634,7 @@ class PageAllocTracer(BPFReport):
         return out
 
     def sample(self) -> PafSample:
-        """Zones now with counts since the previous call, plus new events."""
+        """Zones now with their counts since the tracer started, plus the events since the previous call."""
         obj = self._obj
         self._refresh()
         zmax = self._layouts.constants["PAF_MAX_ZONES"]
@@ -618,6 +649,7 @@ class PageAllocTracer(BPFReport):
                 t = totals.setdefault((int(k["node"]), int(k["zone"])), [0, 0])
                 t[0] += int(a)
                 t[1] += int(f)
+        counts = self._counts(keys, values)
         rows = []
         for z in zones:
             if not z["valid"]:
@@ -636,15 +668,11 @@ class PageAllocTracer(BPFReport):
         for (node, zid), t in sorted(totals.items()):
             rows.append(self._row(node, zid, self._zone_name(zid), None, t, 0))
         events = self._events()
-        return PafSample(rows, self.counts(), events, int(obj.bss.events_dropped), int(obj.bss.keys_dropped))
+        return PafSample(rows, counts, events, int(obj.bss.events_dropped), int(obj.bss.keys_dropped))
 
     def _row(self, node: int, zid: int, name: str, z: np.void | None, totals: list[int], wakeups: int) -> ZoneStats:
-        prev = self._prev_zone.get((node, zid), (0, 0, 0))
-        self._prev_zone[(node, zid)] = (totals[0], totals[1], wakeups)
-        deltas = (totals[0] - prev[0], totals[1] - prev[1], wakeups - prev[2])
-        if z is None:
-            return ZoneStats(node, name, None, None, None, None, None, None, None, *deltas)
-        return ZoneStats(node, name, *_zone_state(z), *deltas)
+        state = _zone_state(z) if z is not None else (None,) * 7
+        return ZoneStats(node, name, *state, totals[0], totals[1], wakeups)
 
     def _events(self) -> list[PafEvent]:
         if self._ring is None:
@@ -760,20 +788,19 @@ def register(app: typer.Typer) -> None:
             stop = stack.enter_context(stop_on_signals())
             if paf.layout is None:
                 writer.message("memwatcher: page->flags zone field not found: successful allocations shown as zone ?")
-            reported = [0, 0]
+            previous = [paf.sample()]  # the counts so far: each row says what happened since
 
             def sample() -> bool:
-                s = paf.sample()
+                current = paf.sample()
+                s = current - previous[0]
+                previous[0] = current
                 now = timestamp()
-                for i, (n, what) in enumerate(
-                    (
-                        (s.events_dropped, "events lost (ring buffer full)"),
-                        (s.keys_dropped, "allocations not counted (table full)"),
-                    )
+                for n, what in (
+                    (s.events_dropped, "events lost (ring buffer full)"),
+                    (s.keys_dropped, "allocations not counted (table full)"),
                 ):
-                    if n > reported[i]:
-                        writer.message(f"memwatcher: {n - reported[i]} {what}")
-                        reported[i] = n
+                    if n:
+                        writer.message(f"memwatcher: {n} {what}")
                 if events:
                     if s.events:
                         writer.write([_event_row(e) for e in s.events], time=now, title="paf events")
