@@ -4,6 +4,7 @@ MemwatcherError
 ├── NotSupportedError     the kernel lacks a feature (exit 77)
 ├── PrivilegeError        no root / CAP_BPF + CAP_PERFMON (exit 77)
 ├── NoSuchProcessError    a --pid that does not exist (exit 1)
+├── CommandNotFoundError  a command to start that does not exist (127) or cannot run (126)
 └── libbpf.LibbpfError    a libbpf / bpf(2) call failed (exit 1), and as the errno says:
     ├── libbpf.LibbpfPrivilegeError     EPERM, EACCES: also a PrivilegeError (exit 77)
     ├── libbpf.LibbpfNotSupportedError  EOPNOTSUPP, ENOTSUPP, ENOENT attaching a kernel hook:
@@ -13,7 +14,7 @@ MemwatcherError
 
 from __future__ import annotations
 
-__all__ = ["MemwatcherError", "NoSuchProcessError", "NotSupportedError", "PrivilegeError"]
+__all__ = ["CommandNotFoundError", "MemwatcherError", "NoSuchProcessError", "NotSupportedError", "PrivilegeError"]
 
 
 class MemwatcherError(Exception):
@@ -40,3 +41,11 @@ class NoSuchProcessError(MemwatcherError):
     def __init__(self, pid: int, detail: str = "") -> None:
         self.pid = pid
         super().__init__(f"no process with pid {pid}" + (f" ({detail})" if detail else ""))
+
+
+class CommandNotFoundError(MemwatcherError):
+    """A command to start does not exist (status 127) or cannot be run (126), as a shell says."""
+
+    def __init__(self, message: str, exit_status: int = 127) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status

@@ -1,24 +1,34 @@
 """What /proc says about one process: its status fields, who and where it is, its shared memory;
-and whether it still runs.
+whether it still runs; and a command memwatcher starts and supervises.
 
 One home for reading ``/proc/PID/status``, ``cmdline``, ``cgroup`` and ``smaps_rollup``, shared
 by the reports (procstat's seeding and identity columns, memleak's checks of
 its target, the exporter's cgroup labels). Every reader returns None once the
-process is gone. :class:`PidWatch` tells when named processes exit.
+process is gone. :class:`PidWatch` tells when named processes exit;
+:class:`CommandProcess` starts a command under ptrace (memleak --command).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
-from collections.abc import Iterable
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from functools import lru_cache
 from typing import NamedTuple
 
-from .errors import NoSuchProcessError
+from .errors import CommandNotFoundError, NoSuchProcessError
 from .runner import readable
 
 __all__ = [
+    "CommandProcess",
     "PidWatch",
     "ProcessIdentity",
     "SharedMemory",
@@ -185,3 +195,166 @@ class PidWatch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_PTRACE_TRACEME = 0
+_PTRACE_CONT = 7
+_PTRACE_SETOPTIONS = 0x4200
+_PTRACE_O_TRACEEXEC = 0x10
+_PTRACE_O_TRACEEXIT = 0x40
+_PTRACE_EVENT_EXEC = 4
+_PTRACE_EVENT_EXIT = 6
+
+
+class CommandProcess:
+    """A command started by memwatcher and traced (ptrace) by it for its whole life.
+
+    A thread of its own forks the child, which asks to be traced
+    (``PTRACE_TRACEME``) and execs: the kernel stops it before the new program
+    runs an instruction, so probes can be attached first. :meth:`start` lets it
+    run; the thread stays its tracer and
+
+    * passes every signal sent to the command on to it;
+    * at a stop by ``loader_signal`` (memleak's BPF sends it at
+      ``_dl_debug_state``) calls ``on_loader_stop`` and drops the signal:
+      tables of new libraries are in place before their code runs;
+    * at an ``execve`` (``PTRACE_EVENT_EXEC``) calls ``on_exec``;
+    * at exit (``PTRACE_EVENT_EXIT``, before the kernel tears the address space
+      down) sets :attr:`held` and waits for :meth:`finish`, so a final report
+      can still read the command's memory map.
+
+    If memwatcher dies, the kernel detaches the command, which goes on (or
+    finishes exiting) as if never traced. Job-control stops (SIGTSTP) are not
+    kept, as the command is resumed by its tracer.
+    """
+
+    def __init__(self, argv: Sequence[str], loader_signal: int | None = None) -> None:
+        if not argv:
+            raise CommandNotFoundError("empty command")
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if path is None or not os.path.exists(path):
+            raise CommandNotFoundError(f"command not found: {argv[0]}")
+        if os.path.isdir(path):
+            raise CommandNotFoundError(f"{argv[0]}: is a directory", 126)
+        if not os.access(path, os.X_OK):
+            raise CommandNotFoundError(f"{argv[0]}: permission denied (not executable)", 126)
+        self.path = path
+        self.argv = list(argv)
+        self.loader_signal = loader_signal
+        self.pid = 0
+        self.exit_status: int | None = None
+        self.held = threading.Event()  # stopped at exit, its memory map intact
+        self.ended = threading.Event()  # exited and reaped (exit_status is set)
+        self._started = threading.Event()
+        self._go = threading.Event()
+        self._release = threading.Event()
+        self._on_loader_stop: Callable[[], None] | None = None
+        self._on_exec: Callable[[], None] | None = None
+        self._error: str | None = None
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._ptrace = libc.ptrace
+        self._ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        self._thread = threading.Thread(target=self._supervise, name="memleak-command", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise CommandNotFoundError(self._error)
+
+    def libraries(self) -> dict[str, str]:
+        """Shared libraries the dynamic loader will map (soname -> path); {} if static.
+
+        Asked of the loader itself (``ldd``): the command is stopped at its
+        exec, before the loader mapped anything /proc/PID/maps could show.
+        """
+        exe = os.readlink(f"/proc/{self.pid}/exe")
+        proc = subprocess.run(["ldd", exe], capture_output=True, text=True)
+        libs = {}
+        for line in proc.stdout.splitlines():
+            m = re.match(r"\s*(\S+)\s+=>\s+(/\S+)", line)
+            if m:
+                libs[m.group(1)] = m.group(2)
+        return libs
+
+    def start(
+        self, on_loader_stop: Callable[[], None] | None = None, on_exec: Callable[[], None] | None = None
+    ) -> None:
+        """Let the command run (once its probes are attached)."""
+        self._on_loader_stop = on_loader_stop
+        self._on_exec = on_exec
+        self._go.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the command is held at exit or has ended; False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not (self.held.is_set() or self.ended.is_set()):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self.held.wait(0.05 if left is None else min(left, 0.05))
+        return True
+
+    def finish(self) -> None:
+        """Let a held command exit; end one still running (SIGTERM). Reaps it."""
+        if not self._go.is_set():
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._go.set()
+        elif not self.held.is_set() and not self.ended.is_set():
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+        self._release.set()
+        self._thread.join()
+
+    def _ptrace_checked(self, request: int, data: int = 0) -> bool:
+        return self._ptrace(request, self.pid, None, ctypes.c_void_p(data)) == 0
+
+    def _supervise(self) -> None:
+        # ptrace requests must come from the tracer thread: the one that forked.
+        try:
+            self.pid = os.fork()
+        except OSError as e:
+            self._error = f"cannot start {self.path}: {e.strerror}"
+            self._started.set()
+            return
+        if self.pid == 0:  # child: only async-signal-safe-ish work until execv
+            try:
+                if self._ptrace(_PTRACE_TRACEME, 0, None, None) == 0:
+                    os.execv(self.path, self.argv)
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(self.pid, 0)
+        if not os.WIFSTOPPED(status):
+            self._error = f"cannot execute {self.path}"
+            self._started.set()
+            self.exit_status = os.waitstatus_to_exitcode(status)
+            self.ended.set()
+            return
+        self._ptrace_checked(_PTRACE_SETOPTIONS, _PTRACE_O_TRACEEXEC | _PTRACE_O_TRACEEXIT)
+        self._started.set()
+        self._go.wait()
+        deliver = 0
+        while True:
+            self._ptrace_checked(_PTRACE_CONT, deliver)
+            deliver = 0
+            _, status = os.waitpid(self.pid, 0)
+            if not os.WIFSTOPPED(status):
+                self.exit_status = os.waitstatus_to_exitcode(status)
+                self.ended.set()
+                return
+            stop_signal, event = os.WSTOPSIG(status), status >> 16
+            if event == _PTRACE_EVENT_EXIT:
+                self.held.set()
+                self._release.wait()
+            elif event == _PTRACE_EVENT_EXEC:
+                if self._on_exec is not None:
+                    self._on_exec()
+            elif stop_signal == self.loader_signal and self._on_loader_stop is not None:
+                self._on_loader_stop()
+            else:
+                deliver = stop_signal  # the command's own signal: pass it on
+
+    def __enter__(self) -> CommandProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()

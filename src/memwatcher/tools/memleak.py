@@ -29,22 +29,18 @@ the ``lost_*`` diagnostics are cumulative since the tracer started.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import enum
 import errno
 import json
 import os
-import re
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
@@ -55,12 +51,12 @@ import typer
 from .. import kernel
 from ..cfi import header_path
 from ..elf import NotElfError, function_offsets
-from ..errors import MemwatcherError, NoSuchProcessError, PrivilegeError
+from ..errors import CommandNotFoundError, MemwatcherError, NoSuchProcessError, PrivilegeError
 from ..libbpf import BPFObject, LibbpfError, possible_cpus
 from ..objects import header, object_path
 from ..options import MAX_SECONDS, U32_MAX, U64_MAX, Count, Duration, Interval, schedule
 from ..output import check_writable, human_bytes, timestamp, write_atomically
-from ..processes import PidWatch, identity, read_status
+from ..processes import CommandProcess, PidWatch, identity, read_status
 from ..procmaps import LIBC_PATH, ProcessMaps
 from ..progress import slow_step
 from ..records import load_header
@@ -74,8 +70,6 @@ if TYPE_CHECKING:  # imported where used: the symbolizer is not needed to parse 
 
 __all__ = [
     "USER_FUNCTIONS",
-    "CommandNotFoundError",
-    "CommandProcess",
     "KernelMemleak",
     "KernelPrograms",
     "LeakReport",
@@ -128,14 +122,6 @@ UNWIND_MODES = ("auto", "dwarf", "fp")
 
 class TargetError(MemwatcherError):
     """The process or library to trace is unusable (gone, kernel thread, no allocator)."""
-
-
-class CommandNotFoundError(TargetError):
-    """The command given with --command does not exist (status 127) or cannot be run (126), as a shell says."""
-
-    def __init__(self, message: str, exit_status: int = 127) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
 
 
 @dataclass(frozen=True)
@@ -846,166 +832,6 @@ def _is_tracing_frame(frames: list[Frame]) -> bool:
     return name.startswith(("bpf_", "__bpf_", "trace_call_bpf", "perf_trace_", "__traceiter_", "__probestub_"))
 
 
-# ---------------------------------------------------------------- a command memwatcher starts and supervises
-
-_PTRACE_TRACEME = 0
-_PTRACE_CONT = 7
-_PTRACE_SETOPTIONS = 0x4200
-_PTRACE_O_TRACEEXEC = 0x10
-_PTRACE_O_TRACEEXIT = 0x40
-_PTRACE_EVENT_EXEC = 4
-_PTRACE_EVENT_EXIT = 6
-
-
-class CommandProcess:
-    """A command started by memwatcher and traced (ptrace) by it for its whole life.
-
-    A thread of its own forks the child, which asks to be traced
-    (``PTRACE_TRACEME``) and execs: the kernel stops it before the new program
-    runs an instruction, so probes can be attached first. :meth:`start` lets it
-    run; the thread stays its tracer and
-
-    * passes every signal sent to the command on to it;
-    * at a stop by :data:`LOADER_SIGNAL` (BPF sends it at ``_dl_debug_state``)
-      calls ``on_loader_stop`` and drops the signal: tables of new libraries are
-      in place before their code runs;
-    * at an ``execve`` (``PTRACE_EVENT_EXEC``) calls ``on_exec``;
-    * at exit (``PTRACE_EVENT_EXIT``, before the kernel tears the address space
-      down) sets :attr:`held` and waits for :meth:`finish`, so a final report
-      can still read the command's memory map.
-
-    If memwatcher dies, the kernel detaches the command, which goes on (or
-    finishes exiting) as if never traced. Job-control stops (SIGTSTP) are not
-    kept, as the command is resumed by its tracer.
-    """
-
-    def __init__(self, argv: Sequence[str]) -> None:
-        if not argv:
-            raise CommandNotFoundError("empty command")
-        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
-        if path is None or not os.path.exists(path):
-            raise CommandNotFoundError(f"command not found: {argv[0]}")
-        if os.path.isdir(path):
-            raise CommandNotFoundError(f"{argv[0]}: is a directory", 126)
-        if not os.access(path, os.X_OK):
-            raise CommandNotFoundError(f"{argv[0]}: permission denied (not executable)", 126)
-        self.path = path
-        self.argv = list(argv)
-        self.pid = 0
-        self.exit_status: int | None = None
-        self.held = threading.Event()  # stopped at exit, its memory map intact
-        self.ended = threading.Event()  # exited and reaped (exit_status is set)
-        self._started = threading.Event()
-        self._go = threading.Event()
-        self._release = threading.Event()
-        self._on_loader_stop: Callable[[], None] | None = None
-        self._on_exec: Callable[[], None] | None = None
-        self._error: str | None = None
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._ptrace = libc.ptrace
-        self._ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-        self._thread = threading.Thread(target=self._supervise, name="memleak-command", daemon=True)
-        self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            raise CommandNotFoundError(self._error)
-
-    def libraries(self) -> dict[str, str]:
-        """Shared libraries the dynamic loader will map (soname -> path); {} if static."""
-        exe = os.readlink(f"/proc/{self.pid}/exe")
-        proc = subprocess.run(["ldd", exe], capture_output=True, text=True)
-        libs = {}
-        for line in proc.stdout.splitlines():
-            m = re.match(r"\s*(\S+)\s+=>\s+(/\S+)", line)
-            if m:
-                libs[m.group(1)] = m.group(2)
-        return libs
-
-    def start(
-        self, on_loader_stop: Callable[[], None] | None = None, on_exec: Callable[[], None] | None = None
-    ) -> None:
-        """Let the command run (once its probes are attached)."""
-        self._on_loader_stop = on_loader_stop
-        self._on_exec = on_exec
-        self._go.set()
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until the command is held at exit or has ended; False on timeout."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not (self.held.is_set() or self.ended.is_set()):
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            self.held.wait(0.05 if left is None else min(left, 0.05))
-        return True
-
-    def finish(self) -> None:
-        """Let a held command exit; end one still running (SIGTERM). Reaps it."""
-        if not self._go.is_set():
-            with suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            self._go.set()
-        elif not self.held.is_set() and not self.ended.is_set():
-            with suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-        self._release.set()
-        self._thread.join()
-
-    def _ptrace_checked(self, request: int, data: int = 0) -> bool:
-        return self._ptrace(request, self.pid, None, ctypes.c_void_p(data)) == 0
-
-    def _supervise(self) -> None:
-        # ptrace requests must come from the tracer thread: the one that forked.
-        try:
-            self.pid = os.fork()
-        except OSError as e:
-            self._error = f"cannot start {self.path}: {e.strerror}"
-            self._started.set()
-            return
-        if self.pid == 0:  # child: only async-signal-safe-ish work until execv
-            try:
-                if self._ptrace(_PTRACE_TRACEME, 0, None, None) == 0:
-                    os.execv(self.path, self.argv)
-            finally:
-                os._exit(127)
-        _, status = os.waitpid(self.pid, 0)
-        if not os.WIFSTOPPED(status):
-            self._error = f"cannot execute {self.path}"
-            self._started.set()
-            self.exit_status = os.waitstatus_to_exitcode(status)
-            self.ended.set()
-            return
-        self._ptrace_checked(_PTRACE_SETOPTIONS, _PTRACE_O_TRACEEXEC | _PTRACE_O_TRACEEXIT)
-        self._started.set()
-        self._go.wait()
-        deliver = 0
-        while True:
-            self._ptrace_checked(_PTRACE_CONT, deliver)
-            deliver = 0
-            _, status = os.waitpid(self.pid, 0)
-            if not os.WIFSTOPPED(status):
-                self.exit_status = os.waitstatus_to_exitcode(status)
-                self.ended.set()
-                return
-            stop_signal, event = os.WSTOPSIG(status), status >> 16
-            if event == _PTRACE_EVENT_EXIT:
-                self.held.set()
-                self._release.wait()
-            elif event == _PTRACE_EVENT_EXEC:
-                if self._on_exec is not None:
-                    self._on_exec()
-            elif stop_signal == LOADER_SIGNAL and self._on_loader_stop is not None:
-                self._on_loader_stop()
-            else:
-                deliver = stop_signal  # the command's own signal: pass it on
-
-    def __enter__(self) -> CommandProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.finish()
-
-
 def _watch_pid(pid: int, gone: threading.Event, stop: threading.Event) -> None:
     """Set ``gone`` and ``stop`` when process ``pid`` (not our child) exits."""
     try:
@@ -1459,7 +1285,7 @@ def register(app: typer.Typer) -> None:
             proc: CommandProcess | None = None
             if command is not None:
                 try:
-                    proc = CommandProcess(argv)
+                    proc = CommandProcess(argv, loader_signal=LOADER_SIGNAL)
                 except CommandNotFoundError as e:
                     print(f"memwatcher: {e}", file=sys.stderr)
                     raise typer.Exit(e.exit_status) from None
