@@ -135,12 +135,7 @@ static __always_inline struct zone *node_zone(__u32 nid, __u32 zid)
 	       zid * bpf_core_type_size(struct zone);
 }
 
-struct zone_state {
-	__u64 wmark_min_pages, wmark_low_pages, wmark_high_pages, boost_pages, present_pages, managed_pages;
-	__s64 free_pages;
-};
-
-static __always_inline void read_zone_state(struct zone *z, struct zone_state *s)
+static __always_inline void read_zone_state(struct zone *z, struct paf_zone_state *s)
 {
 	void *wmark = (void *)z + bpf_core_field_offset(struct zone, _watermark);
 	void *vm_stat = (void *)z + bpf_core_field_offset(struct zone, vm_stat);
@@ -193,7 +188,6 @@ static __always_inline bool sample_free_page(struct zone *z, __u64 *flags)
 static __always_inline void snapshot_zone(__u32 nid, __u32 zid, struct pglist_data *pgdat, bool sample)
 {
 	__u32 slot = nid * PAF_MAX_ZONES + zid;
-	struct zone_state s = {};
 	struct paf_zone *out;
 	struct zone *z;
 
@@ -208,14 +202,7 @@ static __always_inline void snapshot_zone(__u32 nid, __u32 zid, struct pglist_da
 		return;
 	z = (void *)pgdat + bpf_core_field_offset(struct pglist_data, node_zones) +
 	    zid * bpf_core_type_size(struct zone);
-	read_zone_state(z, &s);
-	out->wmark_min_pages = s.wmark_min_pages;
-	out->wmark_low_pages = s.wmark_low_pages;
-	out->wmark_high_pages = s.wmark_high_pages;
-	out->boost_pages = s.boost_pages;
-	out->present_pages = s.present_pages;
-	out->managed_pages = s.managed_pages;
-	out->free_pages = s.free_pages;
+	read_zone_state(z, &out->state);
 	out->spanned_pages = BPF_CORE_READ(z, spanned_pages);
 	out->start_pfn = BPF_CORE_READ(z, zone_start_pfn);
 	bpf_probe_read_kernel_str(out->name, sizeof(out->name), BPF_CORE_READ(z, name));
@@ -253,7 +240,7 @@ static __always_inline __u32 failure_zone(__u32 nid, __u64 gfp)
 		__u32 slot = nid * PAF_MAX_ZONES + z;
 		struct paf_zone *zi = bpf_map_lookup_elem(&zones, &slot);
 
-		if (zi && zi->valid && zi->managed_pages)
+		if (zi && zi->valid && zi->state.managed_pages)
 			return z;
 	}
 	return PAF_UNKNOWN;
@@ -262,7 +249,7 @@ static __always_inline __u32 failure_zone(__u32 nid, __u64 gfp)
 static __always_inline void emit(__u32 kind, __u32 nid, __u32 zid, __u32 order, __u64 gfp, __s32 migratetype)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct zone_state s = {};
+	struct paf_zone_state s = {};
 	struct paf_event *e;
 	struct zone *z;
 
@@ -278,13 +265,7 @@ static __always_inline void emit(__u32 kind, __u32 nid, __u32 zid, __u32 order, 
 		__sync_fetch_and_add(&zone_unreadable, 1);
 	e->ts_ns = bpf_ktime_get_ns();
 	e->gfp = gfp;
-	e->wmark_min_pages = s.wmark_min_pages;
-	e->wmark_low_pages = s.wmark_low_pages;
-	e->wmark_high_pages = s.wmark_high_pages;
-	e->boost_pages = s.boost_pages;
-	e->present_pages = s.present_pages;
-	e->managed_pages = s.managed_pages;
-	e->free_pages = s.free_pages;
+	e->zone_state = s;
 	e->kind = kind;
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;

@@ -28,9 +28,9 @@ struct paf_counts {
 	__u64 failures;
 };
 
-/* One zone as the kernel holds it right now. The watermarks are the raw
+/* A zone's watermarks and sizes at one moment. The watermarks are the raw
  * _watermark[] values (without watermark_boost). */
-struct paf_zone {
+struct paf_zone_state {
 	__u64 wmark_min_pages;
 	__u64 wmark_low_pages;
 	__u64 wmark_high_pages;
@@ -38,6 +38,11 @@ struct paf_zone {
 	__u64 present_pages;
 	__u64 managed_pages;
 	__s64 free_pages;
+};
+
+/* One zone as the kernel holds it right now. */
+struct paf_zone {
+	struct paf_zone_state state;
 	__u64 spanned_pages;
 	__u64 start_pfn;
 	/* page->flags of one page found on this zone's free lists (see has_sample). */
@@ -53,13 +58,7 @@ struct paf_zone {
 struct paf_event {
 	__u64 ts_ns;
 	__u64 gfp;
-	__u64 wmark_min_pages;
-	__u64 wmark_low_pages;
-	__u64 wmark_high_pages;
-	__u64 boost_pages;
-	__u64 present_pages;
-	__u64 managed_pages;
-	__s64 free_pages;
+	struct paf_zone_state zone_state; /* zeros when zone_valid is 0 */
 	__u32 kind;
 	__u32 pid;
 	__u32 tid;

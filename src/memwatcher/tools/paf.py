@@ -511,7 +511,7 @@ def plan() -> kernel.Plan:
 
 
 def _zone_state(rec: np.void) -> tuple[int, int, int, int, int, int, int]:
-    """(min, low, high, boost, present, managed, free) pages of a zone or event record.
+    """(min, low, high, boost, present, managed, free) pages of a ``paf_zone_state`` record.
 
     Watermarks are the effective ones (``_watermark[]`` + boost), as the
     allocator and /proc/zoneinfo use them; a transiently negative free count
@@ -671,7 +671,7 @@ class PageAllocTracer(BPFReport):
         return PafSample(rows, counts, events, int(obj.bss.events_dropped), int(obj.bss.keys_dropped))
 
     def _row(self, node: int, zid: int, name: str, z: np.void | None, totals: list[int], wakeups: int) -> ZoneStats:
-        state = _zone_state(z) if z is not None else (None,) * 7
+        state = _zone_state(z["state"]) if z is not None else (None,) * 7
         return ZoneStats(node, name, *state, totals[0], totals[1], wakeups)
 
     def _events(self) -> list[PafEvent]:
@@ -696,7 +696,7 @@ class PageAllocTracer(BPFReport):
                     "" if kswapd else self.migratetypes.get(mt, str(mt)),
                     gfp,
                     self.gfp.decode(gfp),
-                    *_zone_state(e),
+                    *_zone_state(e["zone_state"]),
                     bool(e["zone_valid"]),
                 )
             )
