@@ -48,28 +48,28 @@ __u64 target_exec_ns = 0;      /* bpf_ktime_get_ns() of the last one */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 1); /* sized by user space: MemleakOptions */
 	__type(key, __u64);
 	__type(value, struct memleak_alloc);
 } allocs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 1); /* sized by user space: MemleakOptions */
 	__type(key, __s64);
 	__type(value, struct memleak_combined);
 } combined SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 1); /* sized by user space: MemleakOptions */
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, MEMLEAK_STACK_DEPTH * sizeof(__u64));
 } stacks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 1); /* sized by user space: MemleakOptions */
 	__type(key, __u32);
 	__type(value, struct memleak_inflight);
 } inflight SEC(".maps");
@@ -105,7 +105,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 1); /* sized by user space: MemleakOptions */
 	__type(key, __s64);
 	__type(value, struct memleak_ustack);
 } ustacks SEC(".maps");

@@ -1191,10 +1191,10 @@ def register(app: typer.Typer) -> None:
         ] = True,
         max_allocs: Annotated[
             int, typer.Option("--max-allocs", min=1, max=U32_MAX, help="Outstanding allocations BPF can track.")
-        ] = 262144,
+        ] = MemleakOptions.max_allocs,
         max_stacks: Annotated[
             int, typer.Option("--max-stacks", min=1, max=U32_MAX, help="Distinct stacks BPF can keep.")
-        ] = 16384,
+        ] = MemleakOptions.max_stacks,
         unwind: Annotated[
             UnwindMode,
             typer.Option(
@@ -1204,13 +1204,13 @@ def register(app: typer.Typer) -> None:
         ] = UnwindMode.auto,
         unwind_rows: Annotated[
             int, typer.Option("--unwind-rows", min=1, max=1 << 28, help="Unwind rows BPF can hold (12 bytes each).")
-        ] = 1 << 20,
+        ] = MemleakOptions.max_unwind_rows,
         trend_samples: Annotated[
             int,
             typer.Option(
                 "--trend-samples", min=2, max=100_000, help="Samples of each stack kept for its trend (growing, ...)."
             ),
-        ] = 60,
+        ] = MemleakOptions.trend_samples,
         fmt: Annotated[
             LeakFormat, typer.Option("--output", "-o", "--format", "-f", help="text, json, folded or pprof.")
         ] = LeakFormat.text,
