@@ -436,8 +436,10 @@ class Prometheus:
 
 @requires_bpf
 def test_prometheus_scrapes_process_and_system_metrics(
-    prometheus_binary: str, child: subprocess.Popen[str], tmp_path: Path
+    prometheus_binary: str, child: subprocess.Popen[str], memcg: Cgroup, tmp_path: Path
 ) -> None:
+    """Every dashboard panel's metrics must be in the scrape: ``memcg`` is a cgroup below the root
+    for the per-cgroup series (a fresh guest has none of its own)."""
     pid = child.pid
     exp = Exporter("--top-processes", "100000", "--process-key", "pid")
     prom = None
