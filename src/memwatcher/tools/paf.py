@@ -788,11 +788,11 @@ def register(app: typer.Typer) -> None:
             stop = stack.enter_context(stop_on_signals())
             if paf.layout is None:
                 writer.message("memwatcher: page->flags zone field not found: successful allocations shown as zone ?")
-            previous = [paf.sample()]  # the counts so far: each row says what happened since
+            previous: list[PafSample | None] = [None]  # the first interval starts when the tracer did
 
             def sample() -> bool:
                 current = paf.sample()
-                s = current - previous[0]
+                s = current if previous[0] is None else current - previous[0]
                 previous[0] = current
                 now = timestamp()
                 for n, what in (
