@@ -8,7 +8,9 @@ elsewhere they skip with the reason.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -63,6 +65,18 @@ def vmstat() -> dict[str, int]:
         key, value = line.split()
         out[key] = int(value)
     return out
+
+
+# The console script users run sits next to the interpreter in a venv.
+_SCRIPT = Path(sys.executable).with_name("memwatcher")
+MEMWATCHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "memwatcher"]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def setpriv_nobody(caps: Sequence[str] = ()) -> list[str]:

@@ -12,9 +12,7 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from importlib.metadata import version
@@ -24,13 +22,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import requires_bpf, setpriv_nobody
+from conftest import MEMWATCHER, free_port, requires_bpf, setpriv_nobody
 
 TOP = Path(__file__).resolve().parents[1]
 DAEMONSET = TOP / "docs" / "kubernetes-daemonset.yaml"
 UNIT = TOP / "docs" / "memwatcher.service"
 DOCKERFILE = TOP / "Dockerfile"
-_SCRIPT = Path(sys.executable).with_name("memwatcher")
 REPORTS = {"procstat", "sysstat", "paf", "pr", "oom"}
 
 
@@ -95,22 +92,15 @@ def test_unit_grants_bpf_and_perfmon_not_root() -> None:
     assert unit["KillSignal"] == "SIGTERM" and unit["Documentation"] == "man:memwatcher(1)"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve_as_deployed(args: list[str], caps: list[str]) -> str:
     """Run ``memwatcher <args>`` (listening on a free loopback port instead) as nobody with
     exactly ``caps``; return a scrape once every report has loaded. SIGTERM must end it with 0."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
-    port = _free_port()
+    port = free_port()
     args = list(args)
     args[args.index("--listen") + 1] = f"127.0.0.1:{port}"
-    memwatcher = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "memwatcher"]
-    proc = subprocess.Popen([*setpriv_nobody(caps), *memwatcher, *args], stderr=subprocess.PIPE, text=True, cwd="/")
+    proc = subprocess.Popen([*setpriv_nobody(caps), *MEMWATCHER, *args], stderr=subprocess.PIPE, text=True, cwd="/")
     text, deadline = "", time.monotonic() + 60
     try:
         while time.monotonic() < deadline and proc.poll() is None:

@@ -40,6 +40,7 @@ from conftest import (
     OOM_HOG,
     PAGE_CACHE_WORKLOAD,
     Cgroup,
+    free_port,
     fs_type,
     kib,
     meminfo_bytes,
@@ -297,12 +298,6 @@ def test_closed_collector_yields_nothing() -> None:
 
 
 # ---------------------------------------------------------------- kernel tests
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout_s: float = 5.0) -> str:

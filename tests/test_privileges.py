@@ -18,27 +18,17 @@ from __future__ import annotations
 import errno
 import json
 import shutil
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import build_test_object, requires_bpf, setpriv_nobody
+from conftest import MEMWATCHER, build_test_object, free_port, requires_bpf, setpriv_nobody
 
 pytestmark = requires_bpf
 
-_SCRIPT = Path(sys.executable).with_name("memwatcher")
-MEMWATCHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "memwatcher"]
 TIMEOUT_S = 90
 _BAD_STDERR = ("Traceback", "Exception ignored", "Fatal Python error")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Each report with arguments that end it by itself within seconds.
@@ -49,7 +39,7 @@ REPORTS = {
     "pr": ["pr", "--count", "1"],
     "oom": ["oom", "--duration", "1"],
     "top": ["top", "--count", "1"],
-    "export": ["export", "--listen", f"127.0.0.1:{_free_port()}", "--duration", "1"],
+    "export": ["export", "--listen", f"127.0.0.1:{free_port()}", "--duration", "1"],
     "memleak --kernel": ["memleak", "--kernel", "--duration", "1"],
     "memleak --command": ["memleak", "--command", "true", "--duration", "5"],
 }

@@ -36,11 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_bpf
-
-# The console script users run sits next to the interpreter in a venv.
-_SCRIPT = Path(sys.executable).with_name("memwatcher")
-MEMWATCHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "memwatcher"]
+from conftest import MEMWATCHER, requires_bpf
 
 COMMANDS = {
     "doctor": ["doctor"],
