@@ -52,11 +52,6 @@ class VmEvents:
             "swap_out_bytes_per_s": per_s(self.swap_out_pages, earlier.swap_out_pages, page_bytes),
         }
 
-    @staticmethod
-    def rate_keys() -> list[str]:
-        """The keys of :meth:`rates`, in order."""
-        return ["page_faults_per_s", "major_faults_per_s", "swap_in_bytes_per_s", "swap_out_bytes_per_s"]
-
 
 def read_vm_events(path: str = VM_EVENTS_PATH) -> VmEvents:
     """The event counters now."""
