@@ -16,7 +16,6 @@ can end the script element. This module knows JSON, not BPF.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import Any
 
 from .errors import MemwatcherError
 from .output import write_atomically
+from .symbolize import frame_label
 
 __all__ = ["LeakHistory", "ReportError", "history_from_jsonl", "write_report"]
 
@@ -188,14 +188,14 @@ def _html_text(text: str) -> str:
 
 
 def _frame_name(frame: Mapping[str, Any]) -> str:
-    """The function, else module+offset, else the address (as memleak's text output names frames)."""
-    if frame.get("symbol"):
-        return str(frame["symbol"])
-    if frame.get("module"):
-        offset = frame.get("module_offset")
-        offset = offset if isinstance(offset, int) else frame.get("address") or 0
-        return f"{os.path.basename(str(frame['module']))}+0x{offset:x}"
-    return f"0x{int(frame.get('address') or 0):x}"
+    """The frame's name by symbolize's rule, from memleak's JSON fields."""
+    offset = frame.get("module_offset")
+    return frame_label(
+        frame.get("symbol") or None,
+        frame.get("module") or None,
+        offset if isinstance(offset, int) else None,
+        int(frame.get("address") or 0),
+    )
 
 
 def _refuse_constant(name: str) -> None:

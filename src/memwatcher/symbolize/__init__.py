@@ -45,6 +45,7 @@ __all__ = [
     "available_backends",
     "format_frame",
     "format_stack",
+    "frame_label",
     "frame_name",
 ]
 
@@ -310,14 +311,21 @@ def _frames_of(address: int, module: str, build_id: str | None, elf_address: int
 
 
 def frame_name(frame: Frame) -> str:
-    """A frame's name for flame graphs and profiles: its function, else ``module+0xELF_ADDRESS``
-    (the module's file name), else the bare address."""
-    if frame.function:
-        return frame.function
-    if frame.module:
-        offset = frame.elf_address if frame.elf_address is not None else frame.address
-        return f"{os.path.basename(frame.module)}+0x{offset:x}"
-    return f"0x{frame.address:x}"
+    """A frame's name for flame graphs and profiles: see :func:`frame_label`."""
+    return frame_label(frame.function, frame.module, frame.elf_address, frame.address)
+
+
+def frame_label(function: str | None, module: str | None, elf_address: int | None, address: int) -> str:
+    """The function, else ``module+0xELF_ADDRESS`` (the module's file name), else the bare address.
+
+    Also what a frame saved as JSON is named by (the HTML report), from the same fields.
+    """
+    if function:
+        return function
+    if module:
+        offset = elf_address if elf_address is not None else address
+        return f"{os.path.basename(module)}+0x{offset:x}"
+    return f"0x{address:x}"
 
 
 def format_frame(frame: Frame, index: int) -> str:
