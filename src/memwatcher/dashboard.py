@@ -25,7 +25,7 @@ from .pressure import Pressure, read_pressure
 from .processes import ProcessIdentity, identity, shared_memory
 from .reports import Reports
 from .tools import cgroups, oom, paf, pr, procstat, sysstat
-from .vmevents import SwapSpace, read_swap_space, read_vm_events
+from .vmevents import EventRates, SwapSpace, read_swap_space
 
 __all__ = ["Dashboard", "DashboardEvent", "DashboardState", "ProcessRow", "fancy_terminal", "render_text"]
 
@@ -148,7 +148,7 @@ class Dashboard:
         self._oom_kills_total = 0
         self._last_oom_kill: oom.OomKill | None = None
         self._last = time.monotonic()
-        self._vm_events = read_vm_events()
+        self._vm_rates = EventRates()
 
     def __enter__(self) -> Dashboard:
         self.reports.__enter__()
@@ -157,7 +157,7 @@ class Dashboard:
         if self.reports.paf is not None:
             self._paf_prev = self.reports.paf.sample()
         self._last = time.monotonic()
-        self._vm_events = read_vm_events()
+        self._vm_rates.restart()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,9 +180,7 @@ class Dashboard:
             state.memory = loaded.sysstat.read()[0]
             if state.memory.available_bytes is not None:
                 self._available_history.append(state.memory.available_bytes)
-        events = read_vm_events()
-        state.vm_rates = events.rates(self._vm_events, state.page_size_bytes)
-        self._vm_events = events
+        state.vm_rates = self._vm_rates.since_last(state.page_size_bytes)
         state.swap = read_swap_space()
         state.pressure = read_pressure()
         if state.pressure is not None:

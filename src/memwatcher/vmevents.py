@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-__all__ = ["VM_EVENTS_PATH", "SwapSpace", "VmEvents", "read_swap_space", "read_vm_events"]
+__all__ = ["VM_EVENTS_PATH", "EventRates", "SwapSpace", "VmEvents", "read_swap_space", "read_vm_events"]
 
 VM_EVENTS_PATH = "/proc/vmstat"
 _MEMINFO_PATH = "/proc/meminfo"
@@ -63,6 +63,24 @@ def read_vm_events(path: str = VM_EVENTS_PATH) -> VmEvents:
             if field is not None:
                 counts[field] = int(value)
     return VmEvents(time.monotonic_ns(), **counts)
+
+
+class EventRates:
+    """The event counters' rates between successive calls of :meth:`since_last` (the first: since made)."""
+
+    def __init__(self) -> None:
+        self._last = read_vm_events()
+
+    def restart(self) -> None:
+        """The next rates count from now."""
+        self._last = read_vm_events()
+
+    def since_last(self, page_bytes: int) -> dict[str, float | None]:
+        """:meth:`VmEvents.rates` since the previous call."""
+        now = read_vm_events()
+        rates = now.rates(self._last, page_bytes)
+        self._last = now
+        return rates
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ from ..pressure import SYSTEM_MEMORY_PRESSURE, Pressure, read_pressure
 from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
 from ..topology import node_id_count, node_ids
-from ..vmevents import VmEvents, read_swap_space, read_vm_events
+from ..vmevents import EventRates, read_swap_space
 from ._lifecycle import BPFReport
 
 __all__ = [
@@ -447,7 +447,7 @@ class _Reporter:
         self.per_node = per_node
         self._warned_missing = False
         self._warned_no_pressure = False
-        self._events: VmEvents = read_vm_events()  # the first row's rates cover the time since start
+        self._rates = EventRates()  # the first row's rates cover the time since start
 
     def _pressure(self) -> dict[str, float | int | None]:
         pressure = read_pressure()
@@ -460,9 +460,7 @@ class _Reporter:
 
     def _system(self) -> dict[str, float | int | None]:
         """Swap space, and fault and swap rates since the previous row."""
-        events = read_vm_events()
-        row = events.rates(self._events, self.stat.page_bytes)
-        self._events = events
+        row = self._rates.since_last(self.stat.page_bytes)
         swap = read_swap_space()
         row["swap_total_bytes"] = swap.total_bytes if swap else None
         row["swap_free_bytes"] = swap.free_bytes if swap else None
