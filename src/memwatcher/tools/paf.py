@@ -370,6 +370,11 @@ class AllocCount(NamedTuple):
     failures: int
 
     @property
+    def key(self) -> tuple[int, str, int, str, int]:
+        """What the counts map keys it by: (node, zone, order, migratetype, gfp)."""
+        return self[:5]
+
+    @property
     def pages(self) -> int:
         """Pages handed out by the successful allocations of this key."""
         return (self.allocs - self.failures) << self.order
@@ -432,10 +437,10 @@ class PafSample:
                     kswapd_wakeups=z.kswapd_wakeups - b.kswapd_wakeups,
                 )
             zones.append(z)
-        before_key = {c[:5]: c for c in earlier.counts}
+        before_key = {c.key: c for c in earlier.counts}
         counts = []
         for c in self.counts:
-            b = before_key.get(c[:5])
+            b = before_key.get(c.key)
             counts.append(c if b is None else c._replace(allocs=c.allocs - b.allocs, failures=c.failures - b.failures))
         return PafSample(
             zones,
