@@ -227,11 +227,19 @@ def test_cgroup_view_shows_a_test_cgroup_with_its_process(tmp_path: Path) -> Non
         term.keys("/")
         term.keys(name, literal=True)
         term.keys("Enter")
-        # Its row (not the footer echoing the filter being typed): the name first, indented.
-        lines = term.wait_for("the test cgroup", lambda lines: any(line.split()[:1] == [name] for line in lines))
+        # Its row (not the footer echoing the filter being typed): the name first, indented. The
+        # tree before Enter is applied holds every cgroup, where this one may be the last row shown.
+        lines = term.wait_for(
+            "the filtered tree with the test cgroup",
+            lambda lines: (
+                any(line.rstrip().endswith(f"filter: {name}") for line in lines)
+                and any(line.split()[:1] == [name] for line in lines)
+            ),
+        )
         at = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
-        assert "256.0M" in lines[at]  # its limit
-        assert lines[at + 1].split()[0] == str(holder.pid)  # its process, beneath it
+        screen = "\n".join(lines)
+        assert "256.0M" in lines[at], screen  # its limit
+        assert lines[at + 1].split()[:1] == [str(holder.pid)], screen  # its process, beneath it
         term.keys("c")
         term.wait_for_text("top processes by rss (procstat)")
         term.keys("q")
