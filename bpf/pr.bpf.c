@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Page reclaim (pr): aggregates the vmscan tracepoints per node and LRU type
- * in per-CPU counters, times direct and memcg reclaim per process in log2
- * histograms, and optionally streams each shrink_inactive event.
+ * in per-CPU counters, times direct and memcg reclaim per process and per
+ * memory cgroup in log2 histograms, and optionally streams each
+ * shrink_inactive event.
  *
  * Every hook has a tp_btf and a raw_tp program with the same body; user space
  * loads one set (tp_btf where the kernel allows it). */
@@ -48,6 +49,15 @@ struct {
 	__type(key, struct pr_hist_key);
 	__type(value, struct pr_hist);
 } hists SEC(".maps");
+
+/* The same stalls by memory cgroup: whose limit or whose share of a short
+ * system made its tasks wait. max_entries is set by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct pr_cgroup_key);
+	__type(value, struct pr_latency);
+} cgroup_hists SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -214,14 +224,47 @@ static __always_inline void on_reclaim_begin(__u32 kind)
 		t->starts_full++;
 }
 
+/* The current task's memory cgroup as its kernfs id (0 without a memory
+ * controller). The controller's index in css_set.subsys comes from BTF. */
+static __always_inline __u64 current_memcg_id(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgroup_subsys_state *css;
+	int memory;
+
+	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return 0;
+	memory = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	css = BPF_CORE_READ(task, cgroups, subsys[memory]);
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
+static __always_inline void add_latency(struct pr_latency *l, __u64 delta_ns, __u64 reclaimed)
+{
+	__u64 slot = log2_u64(delta_ns);
+
+	__sync_fetch_and_add(&l->count, 1);
+	__sync_fetch_and_add(&l->total_ns, delta_ns);
+	__sync_fetch_and_add(&l->reclaimed_pages, reclaimed);
+	/* A 64-bit index bounded right before use: older verifiers (6.1) lose
+	 * the bound of a spilled 32-bit index through its zero-extension. */
+	barrier_var(slot);
+	if (slot >= PR_HIST_SLOTS)
+		slot = PR_HIST_SLOTS - 1;
+	__sync_fetch_and_add(&l->slots[slot], 1);
+}
+
 static __always_inline void on_reclaim_end(__u32 kind, __u64 reclaimed)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct pr_hist_key key = { .id = (__u32)pid_tgid, .kind = kind };
+	struct pr_cgroup_key cg_key = { .cgroup_id = current_memcg_id(), .kind = kind };
+	static const struct pr_latency zero_latency;
 	static const struct pr_hist zero_hist;
 	struct pr_totals *t = get_totals();
+	struct pr_latency *l;
 	struct pr_hist *h;
-	__u64 *start, delta_ns, slot;
+	__u64 *start, delta_ns;
 
 	if (!t)
 		return;
@@ -242,6 +285,16 @@ static __always_inline void on_reclaim_end(__u32 kind, __u64 reclaimed)
 		t->memcg_reclaimed_pages += reclaimed;
 	}
 
+	l = bpf_map_lookup_elem(&cgroup_hists, &cg_key);
+	if (!l) {
+		bpf_map_update_elem(&cgroup_hists, &cg_key, &zero_latency, BPF_NOEXIST);
+		l = bpf_map_lookup_elem(&cgroup_hists, &cg_key);
+	}
+	if (l)
+		add_latency(l, delta_ns, reclaimed);
+	else
+		t->cgroup_hist_full++;
+
 	key.id = pid_tgid >> 32;
 	h = bpf_map_lookup_elem(&hists, &key);
 	if (!h) {
@@ -253,16 +306,7 @@ static __always_inline void on_reclaim_end(__u32 kind, __u64 reclaimed)
 		}
 		bpf_get_current_comm(h->comm, sizeof(h->comm));
 	}
-	__sync_fetch_and_add(&h->count, 1);
-	__sync_fetch_and_add(&h->total_ns, delta_ns);
-	__sync_fetch_and_add(&h->reclaimed_pages, reclaimed);
-	slot = log2_u64(delta_ns);
-	/* A 64-bit index bounded right before use: older verifiers (6.1) lose
-	 * the bound of a spilled 32-bit index through its zero-extension. */
-	barrier_var(slot);
-	if (slot >= PR_HIST_SLOTS)
-		slot = PR_HIST_SLOTS - 1;
-	__sync_fetch_and_add(&h->slots[slot], 1);
+	add_latency(&h->latency, delta_ns, reclaimed);
 }
 
 /* Program bodies shared by the tp_btf and raw_tp variants. */

@@ -56,6 +56,7 @@ struct pr_totals {
 	__u64 unmatched_ends;
 	__u64 starts_full;
 	__u64 hist_full;
+	__u64 cgroup_hist_full;
 	/* shrink_node variant: fexit without a recorded entry (attached mid-call),
 	 * sc_starts full, a priority/order/reclaim_idx beyond the slots of pr_sc_* */
 	__u64 sc_unmatched;
@@ -69,13 +70,26 @@ struct pr_hist_key {
 	__u32 kind;
 };
 
-/* Cumulative reclaim latency of one process and kind, updated atomically. */
-struct pr_hist {
+/* Cumulative reclaim latency (stalls) of one kind, updated atomically. */
+struct pr_latency {
 	__u64 count;
 	__u64 total_ns;
 	__u64 reclaimed_pages;
 	__u64 slots[PR_HIST_SLOTS];
+};
+
+/* `hists` value: the latency of one process and kind. */
+struct pr_hist {
+	struct pr_latency latency;
 	char comm[16];
+};
+
+/* Key of `cgroup_hists`: the stalled task's memory cgroup (its kernfs node id,
+ * which is the inode number of the cgroup's directory) and the reclaim kind. */
+struct pr_cgroup_key {
+	__u64 cgroup_id;
+	__u32 kind;
+	__u32 pad;
 };
 
 /* One mm_vmscan_lru_shrink_inactive event (ring buffer, with --events). */

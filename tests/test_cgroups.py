@@ -1,5 +1,5 @@
 """cgroups: memory per cgroup against the cgroup's own files, a workload in a cgroup the test
-makes (held memory, an OOM kill), and the container naming rules."""
+makes (held memory, an OOM kill, limit reclaim and its stalls), and the container naming rules."""
 
 from __future__ import annotations
 
@@ -12,8 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MEMORY_HOLDER, OOM_HOG, PAGE_CACHE_WORKLOAD, memory_limited_cgroup
-from memwatcher.tools.cgroups import CgroupMemory, container_of, find_hierarchy, tree_order
+from conftest import MEMORY_HOLDER, OOM_HOG, PAGE_CACHE_WORKLOAD, memory_limited_cgroup, requires_bpf
+from memwatcher.pressure import read_pressure
+from memwatcher.tools.cgroups import (
+    CgroupMemory,
+    CgroupPaths,
+    container_of,
+    find_hierarchy,
+    read_cgroups,
+    tree_order,
+    with_reclaim_stalls,
+)
+from memwatcher.tools.pr import PageReclaim, PrOptions
 
 MIB = 1 << 20
 POD = "1234abcd-5678-90ab-cdef-1234567890ab"
@@ -129,6 +139,60 @@ def test_limit_reclaim_is_counted_in_its_cgroup() -> None:
     assert row["reclaim_reclaimed_bytes"] >= 2 * (written_mib - limit_mib) * MIB
     assert row["reclaim_scanned_bytes"] >= row["reclaim_reclaimed_bytes"]
     assert first["pressure_some_total_us"] <= row["pressure_some_total_us"]
+
+
+@requires_bpf
+def test_reclaim_stalls_are_booked_to_the_cgroup_whose_task_waited() -> None:
+    """128 MiB of page cache through a 32 MiB cgroup stalls its one process in limit reclaim; an
+    idle sibling's process never waits. Oracles: pr's per-process latency of that process (booked
+    by pid, not by cgroup) and, on cgroup v2, the cgroup's own pgsteal and PSI stall time."""
+    hierarchy = find_hierarchy()
+    assert hierarchy is not None
+    busy, idle = f"mwtest-stalls-{os.getpid()}", f"mwtest-stalls-idle-{os.getpid()}"
+    data = Path("/var/tmp") / f"{busy}.dat"
+    with (
+        memory_limited_cgroup(busy, 32 * MIB) as cg,
+        memory_limited_cgroup(idle, 256 * MIB) as quiet,
+        PageReclaim(PrOptions(scan_control=False)) as reclaim,
+    ):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", MEMORY_HOLDER, str(quiet.procs), "16"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+            steal_before = cg.reclaim_counters()
+            psi_before = read_pressure(str(cg.path / "memory.pressure")) if cg.version == 2 else None
+            work = subprocess.Popen(
+                [sys.executable, "-c", PAGE_CACHE_WORKLOAD, str(cg.procs), str(data), "128"], stderr=subprocess.PIPE
+            )
+            assert work.wait(timeout=120) == 0, work.stderr.read() if work.stderr else ""
+            steal_after = cg.reclaim_counters()
+            psi_after = read_pressure(str(cg.path / "memory.pressure")) if cg.version == 2 else None
+            rows = with_reclaim_stalls(read_cgroups(hierarchy), reclaim.cgroup_latency(), CgroupPaths(hierarchy))
+            own = [h for h in reclaim.latency() if h.pid == work.pid]
+            by_cgroup = reclaim.cgroup_latency()
+        finally:
+            holder.kill()
+            holder.wait()
+    row = {r.path: r for r in rows}
+    stalled, quiet_row = row[f"/{busy}"], row[f"/{idle}"]
+    memcg = [h for h in own if h.kind == "memcg"]
+    assert memcg and stalled.memcg_reclaim_stalls == sum(h.reclaims for h in memcg) > 0
+    assert stalled.memcg_reclaim_stall_ns == sum(h.total_ns for h in memcg) > 0
+    assert stalled.direct_reclaim_stalls == sum(h.reclaims for h in own if h.kind == "direct")
+    assert quiet_row.reclaim_stalls == 0 and quiet_row.reclaim_stall_ns == 0
+    assert row["/"].memcg_reclaim_stalls >= stalled.memcg_reclaim_stalls  # the root sums its tree
+    if cg.version == 1:  # v1 keeps neither pgsteal nor PSI per cgroup
+        return
+    assert steal_before is not None and steal_after is not None and psi_before and psi_after
+    # What limit reclaim said it freed is what the cgroup counted as stolen from its LRUs.
+    inode = cg.path.stat().st_ino
+    freed_pages = sum(c.reclaimed_pages for c in by_cgroup if c.cgroup_id == inode and c.kind == "memcg")
+    stolen_pages = steal_after[1] - steal_before[1]
+    assert abs(freed_pages - stolen_pages) <= 0.05 * stolen_pages + 64, (freed_pages, stolen_pages)
+    # The time its one task waited in reclaim lies within the time some task of it stalled on memory.
+    psi_ns = (psi_after.some_total_us - psi_before.some_total_us) * 1000
+    assert stalled.memcg_reclaim_stall_ns <= psi_ns * 1.05 + 20_000_000, (stalled.memcg_reclaim_stall_ns, psi_ns)
 
 
 def test_tree_table_and_bad_path() -> None:

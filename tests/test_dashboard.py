@@ -206,6 +206,10 @@ def _state(processes: int = 60) -> DashboardState:
             None,
             limit_hits=7,
             reclaim_reclaimed_bytes=1 << 20,
+            direct_reclaim_stalls=2,
+            direct_reclaim_stall_ns=1_000_000,
+            memcg_reclaim_stalls=9,
+            memcg_reclaim_stall_ns=5_000_000,
         )
 
     cgroups = [cgroup("/", 5 << 30), cgroup("/system.slice", 3 << 30), cgroup("/system.slice/a.service", 3 << 30)]
@@ -328,8 +332,8 @@ def test_cgroup_view_groups_processes_under_their_nearest_cgroup() -> None:
     assert any("a.service" in line and "3.0G" in line and "0.50%" in line for line in lines)
     wide = _screen(state, view, 200, 40)
     headings = next(line for line in wide if "CGROUP / PROCESS" in line).split()
-    assert headings[-5:] == ["OOM", "HITS", "RECLAIMED", "PSI10", "PROCS"] and "KERNEL" in headings
-    assert next(line for line in wide if "a.service" in line).split()[-5:] == ["0", "7", "1.0M", "0.50%", "3"]
+    assert headings[-6:] == ["OOM", "HITS", "RECLAIMED", "PSI10", "STALLS", "PROCS"] and "KERNEL" in headings
+    assert next(line for line in wide if "a.service" in line).split()[-6:] == ["0", "7", "1.0M", "0.50%", "11", "3"]
     handle_key(view, "/")
     for key in [*"proc4", "enter"]:
         handle_key(view, key)

@@ -610,7 +610,7 @@ def test_memcg_reclaim_counters_and_stall_histogram(memcg: Cgroup) -> None:
     if fs_type(Path("/var/tmp")) in ("tmpfs", "ramfs"):
         pytest.skip("/var/tmp is in memory: page cache reclaim needs a disk-backed file")
     data = Path("/var/tmp") / f"mwtest-export-{os.getpid()}.dat"
-    exp = Exporter("--top-processes", "1")
+    exp = Exporter("--top-processes", "1", "--top-cgroups", "10000")
     try:
         before, vm0, hits0 = scrape(exp.url), vmstat(), memcg.limited()
         started = time.monotonic()
@@ -647,6 +647,12 @@ def test_memcg_reclaim_counters_and_stall_histogram(memcg: Cgroup) -> None:
     )
     assert buckets[-1] == (float("inf"), count)
     assert [n for _, n in buckets] == sorted(n for _, n in buckets)
+    # The same stalls booked to the cgroup whose task waited: all of them, if nothing else on
+    # the machine met a limit meanwhile.
+    cgroup = "/" + memcg.path.name
+    assert 1 <= delta(before, after, "memwatcher_cgroup_reclaim_stalls_total", cgroup=cgroup, kind="memcg") <= count
+    stalled_s = delta(before, after, "memwatcher_cgroup_reclaim_stall_seconds_total", cgroup=cgroup, kind="memcg")
+    assert 0 < stalled_s <= delta(before, after, "memwatcher_reclaim_stall_seconds_sum", kind="memcg") + 1e-9
     stall_reclaimed = delta(before, after, "memwatcher_reclaim_stall_reclaimed_bytes_total", kind="memcg")
     # The end-of-reclaim count also includes slab pages the shrinkers freed, which the kernel
     # credits to the reclaim (5 pages in a 6.1 guest, none on the host): 1% over the LRU's count.

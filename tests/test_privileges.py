@@ -95,6 +95,21 @@ def test_bpf_and_perfmon_are_enough_for_the_reports(report: str) -> None:
     assert proc.stdout.strip() or report in ("export",), "no output"
 
 
+@pytest.mark.parametrize("caps", [False, True])
+def test_cgroups_needs_no_bpf_and_counts_stalls_with_it(caps: bool) -> None:
+    proc = _as_nobody([*MEMWATCHER, "cgroups", "--count", "1", "--depth", "1", "-o", "json"], caps=caps)
+    assert proc.returncode == 0, proc.stderr
+    assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr
+    row = json.loads(proc.stdout.splitlines()[0])
+    if caps:
+        assert isinstance(row["memcg_reclaim_stalls"], int) and isinstance(row["direct_reclaim_stall_ns"], int)
+    else:  # the files are read; what BPF would add is null, and said so once
+        assert row["memcg_reclaim_stalls"] is None and row["current_bytes"] > 0
+        line = _one_line_error(proc)
+        assert "no reclaim stalls" in line and "CAP_BPF" in line, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_doctor_with_bpf_and_perfmon() -> None:
     proc = _as_nobody([*MEMWATCHER, "doctor", "--output", "json"], caps=True)
     assert not any(bad in proc.stderr for bad in _BAD_STDERR), proc.stderr

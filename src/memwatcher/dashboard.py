@@ -135,6 +135,7 @@ class Dashboard:
         self.cgroup_depth = cgroup_depth
         self.reports = Reports()
         self._hierarchy = cgroups.find_hierarchy() if cgroup_depth is not None else None
+        self._cgroup_paths = cgroups.CgroupPaths(self._hierarchy) if self._hierarchy is not None else None
         self._first_rss: dict[int, int] = {}
         self._who: dict[int, tuple[str, ProcessIdentity | None]] = {}  # pid -> (comm it had, identity)
         self._rss_history: dict[int, deque[int]] = {}
@@ -208,7 +209,10 @@ class Dashboard:
             self._oom_kills_total += len(kills)
             self._last_oom_kill = kills[-1] if kills else self._last_oom_kill
         if self._hierarchy is not None and self.cgroup_depth is not None:
-            state.cgroups = cgroups.tree_order(cgroups.read_cgroups(self._hierarchy, "/", self.cgroup_depth))
+            rows = cgroups.read_cgroups(self._hierarchy, "/", self.cgroup_depth)
+            if loaded.pr is not None and self._cgroup_paths is not None:
+                rows = cgroups.with_reclaim_stalls(rows, loaded.pr.cgroup_latency(), self._cgroup_paths)
+            state.cgroups = cgroups.tree_order(rows)
             state.cgroup_version = self._hierarchy.version
         state.oom_kills_total = self._oom_kills_total
         state.last_oom_kill = self._last_oom_kill

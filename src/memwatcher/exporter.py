@@ -279,6 +279,7 @@ class MemwatcherCollector(Collector):
         self._cgroups_by_process: dict[tuple[int, str], str | None] = {}
         self.top_cgroups = top_cgroups
         self._cgroup_hierarchy = cgroups.find_hierarchy() if top_cgroups else None
+        self._cgroup_paths = cgroups.CgroupPaths(self._cgroup_hierarchy) if self._cgroup_hierarchy else None
         self.page_bytes = kernel.page_size()
         self._lock = threading.Lock()
         self._closed = False
@@ -517,6 +518,8 @@ class MemwatcherCollector(Collector):
         assert self._cgroup_hierarchy is not None
         rows = [r for r in cgroups.read_cgroups(self._cgroup_hierarchy) if r.path != "/"]
         rows = sorted(rows, key=lambda r: (-r.current_bytes, r.path))[: self.top_cgroups]
+        if self.reports.pr is not None and self._cgroup_paths is not None:
+            rows = cgroups.with_reclaim_stalls(rows, self.reports.pr.cgroup_latency(), self._cgroup_paths)
         labels = ["cgroup", "container"]
         usage = GaugeMetricFamily(
             _name("cgroup_memory_bytes"), "Memory charged to the cgroup and its descendants", labels=labels
@@ -538,9 +541,24 @@ class MemwatcherCollector(Collector):
             "Time some or all of the cgroup's tasks stalled on memory (memory.pressure)",
             labels=[*labels, "kind"],
         )
+        reclaim_stalls = CounterMetricFamily(
+            _name("cgroup_reclaim_stalls"),
+            "Direct (kind=direct) and limit (kind=memcg) reclaims that tasks of the cgroup (and below) waited in",
+            labels=[*labels, "kind"],
+        )
+        reclaim_stall_seconds = CounterMetricFamily(
+            _name("cgroup_reclaim_stall_seconds"),
+            "Time tasks of the cgroup (and below) waited in direct (kind=direct) or limit (kind=memcg) reclaim",
+            labels=[*labels, "kind"],
+        )
         for r in rows:
             values = [r.path, r.container or ""]
             usage.add_metric(values, r.current_bytes)
+            for kind in pr.KINDS:
+                stalls, stall_ns = getattr(r, f"{kind}_reclaim_stalls"), getattr(r, f"{kind}_reclaim_stall_ns")
+                if stalls is not None:
+                    reclaim_stalls.add_metric([*values, kind], stalls)
+                    reclaim_stall_seconds.add_metric([*values, kind], stall_ns / 1e9)
             if r.limit_bytes is not None:
                 limit.add_metric(values, r.limit_bytes)
             for field, counter in counters.items():
@@ -551,7 +569,7 @@ class MemwatcherCollector(Collector):
                 total_us = getattr(r, f"pressure_{kind}_total_us")
                 if total_us is not None:
                     stalled.add_metric([*values, kind], total_us / 1e6)
-        return [usage, limit, *counters.values(), stalled]
+        return [usage, limit, *counters.values(), stalled, reclaim_stalls, reclaim_stall_seconds]
 
     # ---- oom
 

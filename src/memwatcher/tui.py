@@ -46,7 +46,7 @@ from .dashboard import (
 )
 from .output import human_bytes
 from .runner import Schedule, Stop, run_periodic
-from .tools.cgroups import CgroupMemory
+from .tools.cgroups import CgroupMemory, parent_path
 
 __all__ = ["SORTS", "Screen", "View", "handle_key", "render_screen", "run", "sparkline"]
 
@@ -230,13 +230,14 @@ def grouped_rows(state: DashboardState, view: View) -> list[_ListRow]:
     for row in sorted_processes(state, view):
         path = row.cgroup
         while path is not None and path not in paths:
-            path = None if path in ("/", "") else (path.rsplit("/", 1)[0] or "/")
+            path = parent_path(path)
         members.setdefault(path, []).append(row)
     shown = {c.path for c in state.cgroups if members.get(c.path) or view.filter.lower() in c.path.lower()}
-    for path in list(shown):  # and their ancestors, so that the tree stays a tree
-        while path not in ("/", ""):
-            path = path.rsplit("/", 1)[0] or "/"
-            shown.add(path)
+    for shown_path in list(shown):  # and their ancestors, so that the tree stays a tree
+        parent = parent_path(shown_path)
+        while parent is not None:
+            shown.add(parent)
+            parent = parent_path(parent)
     out = []
     for c in state.cgroups:
         if c.path in shown:
@@ -415,7 +416,8 @@ def _pct(value: float | None) -> str:
 
 
 # The cgroup tree's figures: (heading, the narrowest terminal showing it, a cgroup's cell,
-# a process's cell or None). Counts (OOM kills, limit HITS, RECLAIMED) are since the cgroup was made.
+# a process's cell or None). Counts (OOM kills, limit HITS, RECLAIMED) are since the cgroup was made;
+# STALLS (direct and limit reclaims its tasks waited in, the cgroup and below) since the dashboard began.
 _CGROUP_COLUMNS: tuple[tuple[str, int, Callable[[CgroupMemory], str], Callable[[ProcessRow], str] | None], ...] = (
     ("CURRENT", 0, lambda c: human_bytes(c.current_bytes), lambda p: human_bytes(p.rss_bytes)),
     ("LIMIT", 0, lambda c: "max" if c.limit_bytes is None else human_bytes(c.limit_bytes), None),
@@ -427,6 +429,7 @@ _CGROUP_COLUMNS: tuple[tuple[str, int, Callable[[CgroupMemory], str], Callable[[
     ("HITS", VERY_WIDE_COLUMNS, lambda c: _n(c.limit_hits), None),
     ("RECLAIMED", VERY_WIDE_COLUMNS, lambda c: _b(c.reclaim_reclaimed_bytes), None),
     ("PSI10", 0, lambda c: _pct(c.pressure_some_avg10_pct), None),
+    ("STALLS", WIDE_COLUMNS, lambda c: _n(c.reclaim_stalls), None),
     ("PROCS", 0, lambda c: str(c.processes), None),
 )
 

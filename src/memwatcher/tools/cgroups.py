@@ -14,6 +14,10 @@ controller enforces limits with:
   ``memory.kmem.usage_in_bytes``, ``memory.failcnt`` and ``memory.oom_control``
   (oom_kill); v1 keeps no pressure or reclaim figures.
 
+Where BPF is allowed, pr's programs also count the reclaim stalls of each
+cgroup's tasks (direct reclaim when the system is short, limit reclaim when
+a cgroup is): the kernel keeps no such per-cgroup count.
+
 Paths are as ``/proc/PID/cgroup`` shows them (from the hierarchy's root), so
 ``procstat --cgroup`` and ``oom`` name the same cgroups. Container and pod
 ids are taken from the path where a runtime's naming reveals them (docker,
@@ -24,23 +28,39 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
+import sys
+from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .. import kernel
-from ..errors import NotSupportedError
+from ..errors import MemwatcherError, NotSupportedError
 from ..kernel import page_size
 from ..options import Count, Duration, Interval, Output, OutputFormat, schedule
 from ..output import Column, make_writer
 from ..pressure import read_pressure
+from ..progress import slow_step
 from ..runner import run_periodic, stop_on_signals
+from . import pr
 
-__all__ = ["CgroupMemory", "container_of", "find_hierarchy", "plan", "read_cgroups", "register"]
+__all__ = [
+    "CgroupMemory",
+    "CgroupPaths",
+    "container_of",
+    "find_hierarchy",
+    "parent_path",
+    "plan",
+    "read_cgroups",
+    "register",
+    "with_reclaim_stalls",
+]
 
-# The one report that loads no BPF program (and so runs without CAP_BPF): memwatcher.doctor.
+# The one report that needs no BPF program (and so runs without CAP_BPF; with it, pr's
+# programs add reclaim stalls): memwatcher.doctor.
 USES_BPF = False
 # page_counter's "no limit" is PAGE_COUNTER_MAX pages, printed by v1 as a huge byte count.
 _V1_UNLIMITED = 1 << 60
@@ -57,6 +77,10 @@ class CgroupMemory:
     limit: v2 memory.events max, v1 memory.failcnt), ``reclaim_scanned_bytes``
     and ``reclaim_reclaimed_bytes`` (pages reclaim scanned and freed in it, any
     reclaimer; v2 only), ``pressure_{some,full}_total_us`` (stall time, v2 only).
+    Reclaim stalls of the cgroup's tasks and its descendants' since pr's
+    programs were loaded (None where they do not run: :func:`with_reclaim_stalls`):
+    ``direct_reclaim_stalls`` / ``_ns`` (the system was short of memory) and
+    ``memcg_reclaim_stalls`` / ``_ns`` (a cgroup's limit was met).
     """
 
     path: str
@@ -77,6 +101,24 @@ class CgroupMemory:
     reclaim_reclaimed_bytes: int | None = None
     pressure_some_total_us: int | None = None
     pressure_full_total_us: int | None = None
+    direct_reclaim_stalls: int | None = None
+    direct_reclaim_stall_ns: int | None = None
+    memcg_reclaim_stalls: int | None = None
+    memcg_reclaim_stall_ns: int | None = None
+
+    @property
+    def reclaim_stalls(self) -> int | None:
+        """Direct and limit reclaim stalls together (None where pr's programs do not run)."""
+        if self.direct_reclaim_stalls is None or self.memcg_reclaim_stalls is None:
+            return None
+        return self.direct_reclaim_stalls + self.memcg_reclaim_stalls
+
+    @property
+    def reclaim_stall_ns(self) -> int | None:
+        """Time in direct and limit reclaim together (None where pr's programs do not run)."""
+        if self.direct_reclaim_stall_ns is None or self.memcg_reclaim_stall_ns is None:
+            return None
+        return self.direct_reclaim_stall_ns + self.memcg_reclaim_stall_ns
 
 
 @dataclass(frozen=True)
@@ -85,6 +127,15 @@ class Hierarchy:
 
     root: Path
     version: int
+
+    def path_of(self, directory: Path) -> str:
+        """The cgroup path (as /proc/PID/cgroup shows it) of a directory below ``root``."""
+        return "/" + str(directory.relative_to(self.root)).removeprefix(".").strip("/")
+
+
+def parent_path(path: str) -> str | None:
+    """The parent of a cgroup path ("/a/b" -> "/a", "/a" -> "/"); None for the root."""
+    return None if path in ("/", "") else (path.rsplit("/", 1)[0] or "/")
 
 
 def find_hierarchy(mounts: str | None = None) -> Hierarchy | None:
@@ -206,7 +257,7 @@ def read_cgroups(hierarchy: Hierarchy, under: str = "/", max_depth: int | None =
     out = []
     for directory, subdirs, _ in os.walk(start):
         d = Path(directory)
-        rel = "/" + str(d.relative_to(hierarchy.root)).removeprefix(".").strip("/")
+        rel = hierarchy.path_of(d)
         depth = 0 if rel == "/" else rel.count("/")
         if max_depth is not None and depth - base_depth >= max_depth:
             subdirs.clear()
@@ -218,14 +269,59 @@ def read_cgroups(hierarchy: Hierarchy, under: str = "/", max_depth: int | None =
     return out
 
 
+class CgroupPaths:
+    """Cgroup paths by kernfs id (the inode number of the cgroup's directory), as BPF names cgroups.
+
+    The hierarchy is walked again only when an id not seen before comes up;
+    an id still unknown then (a cgroup removed since) is remembered as such.
+    """
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        self.hierarchy = hierarchy
+        self._paths: dict[int, str | None] = {}
+
+    def paths(self, ids: Iterable[int]) -> dict[int, str | None]:
+        ids = set(ids)
+        if not ids <= self._paths.keys():
+            for directory, _, _ in os.walk(self.hierarchy.root):
+                try:
+                    inode = os.stat(directory).st_ino
+                except OSError:
+                    continue  # removed while walking
+                self._paths[inode] = self.hierarchy.path_of(Path(directory))
+            for unknown in ids - self._paths.keys():
+                self._paths[unknown] = None
+        return {i: self._paths[i] for i in ids}
+
+
+def with_reclaim_stalls(
+    rows: list[CgroupMemory], latencies: Iterable[pr.CgroupLatency], names: CgroupPaths
+) -> list[CgroupMemory]:
+    """``rows`` with their reclaim stall fields: pr's per-cgroup latencies summed over each row's subtree."""
+    latencies = list(latencies)
+    paths = names.paths(lat.cgroup_id for lat in latencies)
+    sums: dict[str, dict[str, int]] = {r.path: dict.fromkeys(_STALL_FIELDS, 0) for r in rows}
+    for lat in latencies:
+        path = paths[lat.cgroup_id]
+        while path is not None:  # the cgroup and each ancestor shown
+            if path in sums:
+                sums[path][f"{lat.kind}_reclaim_stalls"] += lat.reclaims
+                sums[path][f"{lat.kind}_reclaim_stall_ns"] += lat.total_ns
+            path = parent_path(path)
+    return [replace(r, **sums[r.path]) for r in rows]
+
+
+_STALL_FIELDS = tuple(f"{kind}_reclaim_{what}" for kind in pr.KINDS for what in ("stalls", "stall_ns"))
+
+
 def tree_order(rows: list[CgroupMemory]) -> list[CgroupMemory]:
     """Parents before their children, siblings largest first."""
     children: dict[str, list[CgroupMemory]] = {}
     paths = {r.path for r in rows}
     tops = []
     for r in rows:
-        parent = r.path.rsplit("/", 1)[0] or "/"
-        if r.path != "/" and parent in paths:
+        parent = parent_path(r.path)
+        if parent in paths:
             children.setdefault(parent, []).append(r)
         else:
             tops.append(r)
@@ -245,11 +341,23 @@ def tree_order(rows: list[CgroupMemory]) -> list[CgroupMemory]:
 
 
 def plan() -> kernel.Plan:
-    """No BPF: the memory controller's files (cgroup v2, or v1's memory hierarchy)."""
+    """The memory controller's files (cgroup v2, or v1's memory hierarchy); reclaim stalls where BPF is allowed."""
     hierarchy = find_hierarchy()
     where = f"cgroup v{hierarchy.version} at {hierarchy.root}" if hierarchy else "not mounted"
     hook = kernel.Hook("cgroup memory controller", hierarchy is not None, detail=where if not hierarchy else "")
-    return kernel.Plan("cgroups", hooks=[hook], variant=where)
+    why = _why_no_stalls()
+    stalls = kernel.Hook("reclaim stalls (pr's programs)", why is None, required=False, detail=why or "")
+    return kernel.Plan("cgroups", hooks=[hook, stalls], variant=where + ("" if why else " + reclaim stalls (BPF)"))
+
+
+def _why_no_stalls() -> str | None:
+    """Why pr's programs cannot count reclaim stalls here (None: they can)."""
+    try:
+        kernel.require_bpf()
+    except MemwatcherError as e:
+        return str(e)
+    ok, why = pr.plan().runnable, "; ".join(pr.plan().problems) or "pr's tracepoints are missing"
+    return None if ok else why
 
 
 # ---------------------------------------------------------------- CLI
@@ -265,6 +373,8 @@ _TABLE_COLUMNS = [
     Column("oom_kills", "OOM"),
     Column("limit_hits", "LIMHITS"),
     Column("pressure_some_avg10_pct", "SOME10"),
+    Column("reclaim_stalls", "STALLS"),
+    Column("reclaim_stall_ns", "STALLED", "ns"),
     Column("processes", "PROCS"),
     Column("container", "CONTAINER", left=True),
 ]
@@ -285,10 +395,18 @@ def register(app: typer.Typer) -> None:
         top: Annotated[
             int | None, typer.Option("--top", "-n", min=1, help="The N largest, as a flat list instead of a tree.")
         ] = None,
+        stalls: Annotated[
+            bool | None,
+            typer.Option(
+                "--stalls/--no-stalls",
+                help="Count each cgroup's reclaim stalls with pr's BPF programs (default: where BPF is allowed).",
+            ),
+        ] = None,
     ) -> None:
         """Memory per cgroup (services, containers, pods): usage, limit, anon/file/kernel, swap, OOM kills, PSI.
 
-        A tree sorted by usage, read from the memory controller's own files.
+        A tree sorted by usage, read from the memory controller's own files;
+        with BPF, the reclaim stalls of each cgroup's tasks since start.
         Example: memwatcher cgroups --cgroup /system.slice --depth 1 -o json
         """
         if not under.startswith("/"):
@@ -302,9 +420,20 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"no cgroup {under} in {hierarchy.root}", param_hint="--cgroup")
         table = output == OutputFormat.table
         writer = make_writer(output, _TABLE_COLUMNS if table else _ALL_COLUMNS)
+        stack = ExitStack()
+        reclaim: pr.PageReclaim | None = None
+        why = _why_no_stalls() if stalls is None else None
+        if why is not None:
+            print(f"memwatcher: cgroups: no reclaim stalls ({why})", file=sys.stderr)
+        elif stalls is not False:
+            with slow_step("loading and attaching pr..."):
+                reclaim = stack.enter_context(pr.PageReclaim(pr.PrOptions(scan_control=False)))
+        names = CgroupPaths(hierarchy)
 
         def sample() -> None:
             rows = read_cgroups(hierarchy, under, depth)
+            if reclaim is not None:
+                rows = with_reclaim_stalls(rows, reclaim.cgroup_latency(), names)
             if top is not None:
                 rows = sorted(rows, key=lambda r: (-r.current_bytes, r.path))[:top]
             else:
@@ -314,8 +443,10 @@ def register(app: typer.Typer) -> None:
                 row = asdict(r)
                 indent = "" if top is not None else "  " * max(0, r.depth - rows[0].depth)
                 row["name"] = indent + (r.path if top is not None or r is rows[0] else r.path.rsplit("/", 1)[1])
+                if table:
+                    row["reclaim_stalls"], row["reclaim_stall_ns"] = r.reclaim_stalls, r.reclaim_stall_ns
                 shown.append(row)
             writer.write(shown, title=f"cgroups (v{hierarchy.version}): {len(rows)}")
 
-        with stop_on_signals() as stop:
+        with stack, stop_on_signals() as stop:
             run_periodic(schedule(interval, duration, count), sample, stop)

@@ -267,6 +267,24 @@ class LatencyHistogram(NamedTuple):
     slots: tuple[int, ...]
 
 
+class CgroupLatency(NamedTuple):
+    """Reclaim stalls of the tasks of one memory cgroup, of one kind ("direct" or "memcg").
+
+    ``cgroup_id``: the cgroup's kernfs id, which is the inode number of its
+    directory in the memory controller's hierarchy (``cgroups.cgroup_ids``
+    maps them to paths). Booked where the stalled task was, which may be
+    below the cgroup whose limit it met. ``slots`` as in
+    :class:`LatencyHistogram`; cumulative since load.
+    """
+
+    cgroup_id: int
+    kind: str
+    reclaims: int
+    total_ns: int
+    reclaimed_pages: int
+    slots: tuple[int, ...]
+
+
 class ShrinkEvent(NamedTuple):
     """One ``mm_vmscan_lru_shrink_inactive`` event (pages; ``ts_ns`` is CLOCK_MONOTONIC).
 
@@ -487,7 +505,7 @@ class Snapshot:
     @property
     def lost(self) -> dict[str, int]:
         """Events that could not be booked (all zero in a healthy run)."""
-        keys = ["bad_node", "unmatched_ends", "starts_full", "hist_full"]
+        keys = ["bad_node", "unmatched_ends", "starts_full", "hist_full", "cgroup_hist_full"]
         if self.sc_prios is not None:
             keys += ["sc_unmatched", "sc_starts_full", "sc_out_of_range"]
         return {k: int(self.totals[k]) for k in keys}
@@ -565,7 +583,8 @@ class PrOptions:
 
     ``events`` streams each shrink_inactive event (ring buffer of
     ``ring_bytes``, a power of two); ``variant`` forces "tp_btf" or "raw_tp"
-    instead of probing; ``max_processes`` bounds the latency histogram map.
+    instead of probing; ``max_processes`` and ``max_cgroups`` bound the
+    latency histogram maps (per process and kind, per memory cgroup and kind).
     ``scan_control``: None adds the shrink_node() fentry/fexit programs where
     :func:`scan_control_status` allows and they load and attach (else pr runs
     without them), True requires them (error if impossible), False leaves
@@ -576,6 +595,7 @@ class PrOptions:
     ring_bytes: int = 1 << 20
     variant: str | None = None
     max_processes: int = 4096
+    max_cgroups: int = 4096
     scan_control: bool | None = None
 
 
@@ -644,6 +664,7 @@ class PageReclaim(BPFReport):
             obj.rodata.emit_events = self.options.events
             obj.maps.nodes.max_entries = self.node_count
             obj.maps.hists.max_entries = self.options.max_processes
+            obj.maps.cgroup_hists.max_entries = self.options.max_cgroups
             obj.maps.events.max_entries = self.options.ring_bytes if self.options.events else 4096
             obj.load()
             obj.attach()
@@ -678,16 +699,15 @@ class PageReclaim(BPFReport):
         keys, values = self.obj.maps.hists.read_all(self.layouts.pr_hist_key, self.layouts.pr_hist)
         return [
             LatencyHistogram(
-                pid=int(k["id"]),
-                comm=v["comm"].decode(errors="replace"),
-                kind=KINDS[int(k["kind"])],
-                reclaims=int(v["count"]),
-                total_ns=int(v["total_ns"]),
-                reclaimed_pages=int(v["reclaimed_pages"]),
-                slots=tuple(int(x) for x in v["slots"]),
+                int(k["id"]), v["comm"].decode(errors="replace"), KINDS[int(k["kind"])], *_latency(v["latency"])
             )
             for k, v in zip(keys, values)
         ]
+
+    def cgroup_latency(self) -> list[CgroupLatency]:
+        """Cumulative reclaim latency histograms per memory cgroup and kind."""
+        keys, values = self.obj.maps.cgroup_hists.read_all(self.layouts.pr_cgroup_key, self.layouts.pr_latency)
+        return [CgroupLatency(int(k["cgroup_id"]), KINDS[int(k["kind"])], *_latency(v)) for k, v in zip(keys, values)]
 
     def events(self) -> list[ShrinkEvent]:
         """Shrink events submitted since the last call, oldest first (needs ``PrOptions.events``)."""
@@ -704,6 +724,11 @@ class PageReclaim(BPFReport):
         self._ring = None
         self._obj = None
         super().close()
+
+
+def _latency(v: np.void) -> tuple[int, int, int, tuple[int, ...]]:
+    """A ``struct pr_latency``: (reclaims, total_ns, reclaimed_pages, slots)."""
+    return int(v["count"]), int(v["total_ns"]), int(v["reclaimed_pages"]), tuple(int(x) for x in v["slots"])
 
 
 def decode_events(records: np.ndarray, available: Available) -> list[ShrinkEvent]:
