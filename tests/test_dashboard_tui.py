@@ -38,14 +38,20 @@ TIMEOUT_S = 120 if _GUEST else 30
 class Terminal:
     """A tmux pane of ``width`` x ``height`` running memwatcher with ``args``."""
 
-    def __init__(self, socket: Path, width: int, height: int, args: list[str]) -> None:
+    def __init__(self, socket: Path, width: int, height: int, args: list[str], job_control: bool = False) -> None:
         self.width, self.height = width, height
         self._tmux = ["tmux", "-S", str(socket), "-f", "/dev/null"]
         # No COLUMNS/LINES: the size must come from the terminal itself.
         self._env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TMUX")}
         command = [sys.executable, "-m", "memwatcher.cli", *args]
-        shell = f'{shlex.join(command)}; echo "memwatcher exited $?"; stty -a; exec sleep 3600'
-        self._run("new-session", "-d", "-x", str(width), "-y", str(height), shell)
+        epilogue = 'echo "memwatcher exited $?"; stty -a'
+        if job_control:  # typed into an interactive shell, which can stop and continue it
+            self._run("new-session", "-d", "-x", str(width), "-y", str(height), "bash --norc --noprofile -i")
+            self.keys(shlex.join(command), "Enter")
+            self.epilogue = epilogue
+        else:
+            shell = f"{shlex.join(command)}; {epilogue}; exec sleep 3600"
+            self._run("new-session", "-d", "-x", str(width), "-y", str(height), shell)
 
     def _run(self, *args: str) -> str:
         proc = subprocess.run([*self._tmux, *args], env=self._env, capture_output=True, text=True, timeout=30)
@@ -244,6 +250,37 @@ def test_cgroup_view_shows_a_test_cgroup_with_its_process(tmp_path: Path) -> Non
         term.wait_for_text("top processes by rss (procstat)")
         term.keys("q")
         term.assert_exited_and_restored()
+
+
+def _prompt(lines: list[str]) -> bool:
+    """The shell waits for a command: its prompt (bash's default, "bash-5.2#") is the last line."""
+    text = [line.rstrip() for line in lines if line.strip()]
+    return bool(text) and text[-1].endswith(("#", "$"))
+
+
+def test_ctrl_z_gives_the_shell_its_terminal_and_fg_draws_again(tmp_path: Path) -> None:
+    term = Terminal(tmp_path / "tmux.sock", 120, 40, ["top", "--interval", "0.5"], job_control=True)
+    try:
+        term.started()
+        term.keys("C-z")
+        # The shell's own screen, its prompt, and its settings (canonical, echo) while we are stopped.
+        lines = term.wait_for("the job line", lambda lines: any("Stopped" in line for line in lines) and _prompt(lines))
+        assert not any("q Quit" in line for line in lines), "\n".join(lines)  # the shell's screen, not ours
+        term.keys("stty -a", "Enter")
+        lines = term.wait_for_text("icanon")
+        settings = "\n".join(lines)
+        assert re.search(r"(?<![-\w])icanon\b", settings) and re.search(r"(?<![-\w])echo\b", settings), settings
+        term.keys("fg", "Enter")
+        lines = term.started()  # the whole frame again, footer included
+        assert lines[0].startswith("memwatcher ") and not any("icanon" in line for line in lines)
+        clock = lines[0]
+        term.wait_for("a new sample after fg", lambda lines: lines[0] != clock)
+        term.keys("q")
+        term.wait_for("the prompt", lambda lines: "final summary:" in term.history() and _prompt(lines))
+        term.keys(term.epilogue, "Enter")
+        term.assert_exited_and_restored()
+    finally:
+        term.close()
 
 
 def test_help_overlay_and_tab_focus(tmp_path: Path) -> None:

@@ -1,19 +1,23 @@
-"""Keys from a terminal: cbreak mode and a decoder for the sequences keys send.
+"""Keys from a terminal: cbreak mode, Ctrl-Z, and a decoder for the sequences keys send.
 
 Only input: drawing is rich's. :func:`cbreak` turns off line buffering and
 echo (signals still work: Ctrl-C is SIGINT) and restores the terminal's
 previous settings when its block ends, whichever way it ends.
+:func:`stops_on_ctrl_z` lets a full-screen program give the terminal back
+to the shell while it is stopped.
 """
 
 from __future__ import annotations
 
 import codecs
+import os
+import signal
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["KeyDecoder", "cbreak"]
+__all__ = ["KeyDecoder", "TerminalMode", "cbreak", "stops_on_ctrl_z"]
 
 # Named keys, as :meth:`KeyDecoder.feed` returns them; any other key is its character.
 UP, DOWN, PAGE_UP, PAGE_DOWN, HOME, END = "up", "down", "pgup", "pgdn", "home", "end"
@@ -39,9 +43,24 @@ _SEQUENCES = {
 _CONTROL = {"\r": ENTER, "\n": ENTER, "\t": TAB, "\x7f": BACKSPACE, "\x08": BACKSPACE}
 
 
+class TerminalMode:
+    """The settings a terminal had before :func:`cbreak`, to give them back for a while."""
+
+    def __init__(self, fd: int, saved: list) -> None:
+        self.fd = fd
+        self._saved = saved
+
+    def suspend(self) -> None:
+        """The terminal's previous settings (as before :func:`cbreak`) until :meth:`resume`."""
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+
+    def resume(self) -> None:
+        tty.setcbreak(self.fd, termios.TCSANOW)
+
+
 @contextmanager
-def cbreak(fd: int) -> Iterator[int]:
-    """Terminal ``fd`` in cbreak mode (keys arrive one by one, unechoed) for the block; yields ``fd``.
+def cbreak(fd: int) -> Iterator[TerminalMode]:
+    """Terminal ``fd`` in cbreak mode (keys arrive one by one, unechoed) for the block.
 
     The previous settings come back on every exit from the block, exceptions
     included (SIGINT and SIGTERM end a run by unwinding to here).
@@ -49,10 +68,35 @@ def cbreak(fd: int) -> Iterator[int]:
     saved = termios.tcgetattr(fd)
     try:
         tty.setcbreak(fd, termios.TCSANOW)
-        yield fd
+        yield TerminalMode(fd, saved)
     finally:
         # TCSAFLUSH: keys typed but not read are not left for the shell to run.
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+
+
+@contextmanager
+def stops_on_ctrl_z(give_back: Callable[[], None], take_again: Callable[[], None]) -> Iterator[None]:
+    """Ctrl-Z (SIGTSTP) during the block stops the process as the shell expects.
+
+    ``give_back`` runs first (restore the terminal for the shell), then the
+    process stops; once continued (``fg``), ``take_again`` runs. The handler
+    runs in the main thread between bytecodes, as every Python signal handler.
+    """
+
+    def on_stop(signum: int, frame: object) -> None:
+        give_back()
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        try:
+            os.kill(os.getpid(), signal.SIGTSTP)  # the default action: stopped here until SIGCONT
+        finally:
+            signal.signal(signal.SIGTSTP, on_stop)
+        take_again()
+
+    previous = signal.signal(signal.SIGTSTP, on_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTSTP, previous)
 
 
 class KeyDecoder:

@@ -93,6 +93,7 @@ KEYS_HELP = (
     ("p", "pause: keep showing this frame (sampling goes on)"),
     ("↑ ↓ PgUp PgDn Home End", "scroll the process list"),
     ("Tab", "focus the next panel: it is drawn in full"),
+    ("Ctrl-Z", "stop (the shell's fg brings the dashboard back)"),
 )
 _FOOTER = (
     ("q", "Quit"),
@@ -627,12 +628,25 @@ def run(board: Dashboard, schedule: Schedule, stop: Stop, console: Console | Non
     keys_fd: int | None = sys.stdin.fileno() if sys.stdin.isatty() else None
     decoder = terminal.KeyDecoder()
     with ExitStack() as stack:
-        if keys_fd is not None:
-            stack.enter_context(terminal.cbreak(keys_fd))
+        mode = stack.enter_context(terminal.cbreak(keys_fd)) if keys_fd is not None else None
         live = stack.enter_context(
             Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
         )
         resized = stack.enter_context(_on_resize())
+        if mode is not None:
+
+            def give_back() -> None:  # the shell's screen and settings while we are stopped
+                console.set_alt_screen(False)
+                console.show_cursor(True)
+                mode.suspend()
+
+            def take_again() -> None:
+                mode.resume()
+                console.set_alt_screen(True)
+                console.show_cursor(False)
+                resized[0] = True  # drawn again whole at once
+
+            stack.enter_context(terminal.stops_on_ctrl_z(give_back, take_again))
 
         def draw() -> None:
             size = console.size
