@@ -33,6 +33,10 @@ def _bpf_skip_reason() -> str | None:
     return None
 
 
+# The kernel matrix's guests (vm/guest-tests.sh): everything runs under emulation there,
+# 10-50 times slower, and a global OOM kill harms no one.
+GUEST = os.environ.get("MEMWATCHER_TEST_GUEST") == "1"
+
 requires_bpf = pytest.mark.skipif(_bpf_skip_reason() is not None, reason=_bpf_skip_reason() or "")
 
 

@@ -23,16 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MEMORY_HOLDER, memory_limited_cgroup, requires_bpf
+from conftest import GUEST, MEMORY_HOLDER, memory_limited_cgroup, requires_bpf
 
 pytestmark = [requires_bpf, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
 FOOTER_KEYS = ("q Quit", "h Help", "/ Filter", "c Cgroups", "p Pause", "Tab Focus")
 # Under emulation (the kernel matrix's guests) everything is 10-50 times slower: on a
 # loaded host, top took 230 s to load there, and 13 s to end after q.
-_GUEST = os.environ.get("MEMWATCHER_TEST_GUEST") == "1"
-START_TIMEOUT_S = 600 if _GUEST else 90  # loading and attaching every report's programs
-TIMEOUT_S = 120 if _GUEST else 30
+START_TIMEOUT_S = 600 if GUEST else 90  # loading and attaching every report's programs
+TIMEOUT_S = 120 if GUEST else 30
 
 
 class Terminal:

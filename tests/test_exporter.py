@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from conftest import (
+    GUEST,
     MEMORY_HOLDER,
     OOM_HOG,
     PAGE_CACHE_WORKLOAD,
@@ -327,7 +328,9 @@ class Exporter:
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_until(lambda: self.proc.poll() is not None or http_get(self.url), 30, "the exporter to serve")
+        # It loads every report's programs first: minutes under emulation beside other work.
+        start_s = 300 if GUEST else 30
+        wait_until(lambda: self.proc.poll() is not None or http_get(self.url), start_s, "the exporter to serve")
         assert self.proc.poll() is None, self.proc.stderr.read()
 
     def stop(self) -> tuple[int, str]:

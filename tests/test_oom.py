@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Cgroup, memory_limited_cgroup, requires_bpf
+from conftest import GUEST, Cgroup, memory_limited_cgroup, requires_bpf
 from memwatcher.libbpf import possible_cpus
 from memwatcher.objects import header
 from memwatcher.tools import oom
@@ -367,7 +367,7 @@ def _meminfo_bytes(key: str) -> int:
 
 @requires_bpf
 @pytest.mark.skipif(
-    os.environ.get("MEMWATCHER_TEST_GUEST") != "1",
+    not GUEST,
     reason="a global OOM kill (sysrq-f) picks its victim machine-wide: only in the disposable test guests "
     "(MEMWATCHER_TEST_GUEST=1, set by vm/guest-tests.sh)",
 )
