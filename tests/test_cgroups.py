@@ -188,6 +188,7 @@ def test_reclaim_stalls_are_booked_to_the_cgroup_whose_task_waited() -> None:
             )
             assert work.wait(timeout=120) == 0, work.stderr.read() if work.stderr else ""
             steal_after = cg.reclaim_counters()
+            inode = cg.path.stat().st_ino  # the kernfs id BPF booked its stalls to
             psi_after = read_pressure(str(cg.path / "memory.pressure")) if cg.version == 2 else None
             rows = with_reclaim_stalls(read_cgroups(hierarchy), reclaim.cgroup_latency(), CgroupPaths(hierarchy))
             own = [h for h in reclaim.latency() if h.pid == work.pid]
@@ -208,7 +209,6 @@ def test_reclaim_stalls_are_booked_to_the_cgroup_whose_task_waited() -> None:
         return
     assert steal_before is not None and steal_after is not None and psi_before and psi_after
     # What limit reclaim said it freed is what the cgroup counted as stolen from its LRUs.
-    inode = cg.path.stat().st_ino
     freed_pages = sum(c.reclaimed_pages for c in by_cgroup if c.cgroup_id == inode and c.kind == "memcg")
     stolen_pages = steal_after[1] - steal_before[1]
     assert abs(freed_pages - stolen_pages) <= 0.05 * stolen_pages + 64, (freed_pages, stolen_pages)
