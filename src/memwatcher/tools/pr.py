@@ -271,7 +271,7 @@ class CgroupLatency(NamedTuple):
     """Reclaim stalls of the tasks of one memory cgroup, of one kind ("direct" or "memcg").
 
     ``cgroup_id``: the cgroup's kernfs id, which is the inode number of its
-    directory in the memory controller's hierarchy (``cgroups.cgroup_ids``
+    directory in the memory controller's hierarchy (``cgroups.CgroupPaths``
     maps them to paths). Booked where the stalled task was, which may be
     below the cgroup whose limit it met. ``slots`` as in
     :class:`LatencyHistogram`; cumulative since load.
