@@ -356,8 +356,8 @@ def _why_no_stalls() -> str | None:
         kernel.require_bpf()
     except MemwatcherError as e:
         return str(e)
-    ok, why = pr.plan().runnable, "; ".join(pr.plan().problems) or "pr's tracepoints are missing"
-    return None if ok else why
+    reclaim_plan = pr.plan()
+    return None if reclaim_plan.runnable else "; ".join(reclaim_plan.problems) or "pr's tracepoints are missing"
 
 
 # ---------------------------------------------------------------- CLI
