@@ -420,33 +420,33 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"no cgroup {under} in {hierarchy.root}", param_hint="--cgroup")
         table = output == OutputFormat.table
         writer = make_writer(output, _TABLE_COLUMNS if table else _ALL_COLUMNS)
-        stack = ExitStack()
-        reclaim: pr.PageReclaim | None = None
-        why = _why_no_stalls() if stalls is None else None
-        if why is not None:
-            print(f"memwatcher: cgroups: no reclaim stalls ({why})", file=sys.stderr)
-        elif stalls is not False:
-            with slow_step("loading and attaching pr..."):
-                reclaim = stack.enter_context(pr.PageReclaim(pr.PrOptions(scan_control=False)))
-        names = CgroupPaths(hierarchy)
+        with ExitStack() as stack:  # pr, once loaded, is closed on every way out
+            reclaim: pr.PageReclaim | None = None
+            why = _why_no_stalls() if stalls is None else None
+            if why is not None:
+                print(f"memwatcher: cgroups: no reclaim stalls ({why})", file=sys.stderr)
+            elif stalls is not False:
+                with slow_step("loading and attaching pr..."):
+                    reclaim = stack.enter_context(pr.PageReclaim(pr.PrOptions(scan_control=False)))
+            names = CgroupPaths(hierarchy)
 
-        def sample() -> None:
-            rows = read_cgroups(hierarchy, under, depth)
-            if reclaim is not None:
-                rows = with_reclaim_stalls(rows, reclaim.cgroup_latency(), names)
-            if top is not None:
-                rows = sorted(rows, key=lambda r: (-r.current_bytes, r.path))[:top]
-            else:
-                rows = tree_order(rows)
-            shown = []
-            for r in rows:
-                row = asdict(r)
-                indent = "" if top is not None else "  " * max(0, r.depth - rows[0].depth)
-                row["name"] = indent + (r.path if top is not None or r is rows[0] else r.path.rsplit("/", 1)[1])
-                if table:
-                    row["reclaim_stalls"], row["reclaim_stall_ns"] = r.reclaim_stalls, r.reclaim_stall_ns
-                shown.append(row)
-            writer.write(shown, title=f"cgroups (v{hierarchy.version}): {len(rows)}")
+            def sample() -> None:
+                rows = read_cgroups(hierarchy, under, depth)
+                if reclaim is not None:
+                    rows = with_reclaim_stalls(rows, reclaim.cgroup_latency(), names)
+                if top is not None:
+                    rows = sorted(rows, key=lambda r: (-r.current_bytes, r.path))[:top]
+                else:
+                    rows = tree_order(rows)
+                shown = []
+                for r in rows:
+                    row = asdict(r)
+                    indent = "" if top is not None else "  " * max(0, r.depth - rows[0].depth)
+                    row["name"] = indent + (r.path if top is not None or r is rows[0] else r.path.rsplit("/", 1)[1])
+                    if table:
+                        row["reclaim_stalls"], row["reclaim_stall_ns"] = r.reclaim_stalls, r.reclaim_stall_ns
+                    shown.append(row)
+                writer.write(shown, title=f"cgroups (v{hierarchy.version}): {len(rows)}")
 
-        with stack, stop_on_signals() as stop:
+            stop = stack.enter_context(stop_on_signals())
             run_periodic(schedule(interval, duration, count), sample, stop)
